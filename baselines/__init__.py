@@ -1,0 +1,1 @@
+"""Baseline selectors: one module each, on the same selector protocol as NAIT."""

@@ -1,0 +1,1 @@
+"""Data preparation: reading raw sources, the candidate pool and the target sets."""

@@ -1,0 +1,57 @@
+"""The candidate pool: normalised, id'd, de-duplicated, templated, token-counted, subsampled."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from naitbench.data.normalise import normalise_text, record_id
+from naitbench.data.records import BadRecordLog, FieldRule, OnBad
+from naitbench.data.sources import load_source
+from naitbench.data.template import format_prompt
+
+ALPACA_RULES = {
+    "instruction": FieldRule(),
+    "input": FieldRule(required=False, allow_empty=True),
+    "output": FieldRule(),
+}
+
+
+def build_pool(spec: Mapping[str, Any], tokenizer: Any, *, on_bad: OnBad, log: BadRecordLog,
+               max_chars: int) -> tuple[list[dict], dict]:
+    """Return the pool records and the counts that go into the preparation report."""
+    raw = load_source(spec, ALPACA_RULES, on_bad=on_bad, log=log, max_chars=max_chars)
+    records, seen, duplicates = [], set(), 0
+    for line, row in raw:
+        instruction = normalise_text(row["instruction"])
+        input_text = normalise_text(row.get("input") or "")
+        output = normalise_text(row["output"])
+        rid = record_id(instruction, input_text, output)
+        if rid in seen:
+            duplicates += 1
+            continue
+        seen.add(rid)
+        records.append({"id": rid, "source_line": line, "instruction": instruction,
+                        "input": input_text, "output": output})
+    records = subsample(records, spec.get("size"), spec.get("seed", 0))
+    for record in records:
+        prompt = format_prompt(record["instruction"], record["input"], spec["template"])
+        record["prompt"] = prompt
+        record["response"] = record["output"]
+        record["n_prompt_tokens"] = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        record["n_response_tokens"] = len(
+            tokenizer(record["output"], add_special_tokens=False)["input_ids"])
+    counts = {"read": len(raw), "duplicates_removed": duplicates,
+              "after_dedup": len(seen), "kept": len(records)}
+    return records, counts
+
+
+def subsample(records: list[dict], size: int | None, seed: int) -> list[dict]:
+    """Seeded subsample that keeps source order, so the pool file reads like its source."""
+    if size is None or size >= len(records):
+        return records
+    if size <= 0:
+        raise ValueError(f"pool.size must be positive or null, got {size}")
+    keep = sorted(random.Random(seed).sample(range(len(records)), size))
+    return [records[i] for i in keep]

@@ -1,0 +1,55 @@
+"""The prepare_data stage: candidate pool and target sets for the configured profile.
+
+Outputs (under `paths.data_dir`): pool/pool.jsonl, targets/<name>/{indomain,heldout}.jsonl and
+prepare_report.json with counts and every skipped record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from naitbench.config import CONF_DIR, validate
+from naitbench.data.pool import build_pool
+from naitbench.data.records import BadRecordLog
+from naitbench.data.targets import build_target
+from naitbench.io import write_json, write_jsonl
+from naitbench.models.load import load_tokenizer
+
+
+def prepare(cfg: DictConfig) -> dict:
+    """Build and write the pool and every prepared target; return the report."""
+    validate(cfg)
+    data_dir = Path(cfg.paths.data_dir)
+    on_bad, max_chars = cfg.data.on_bad_record, cfg.data.max_chars
+    log = BadRecordLog()
+    tokenizer = load_tokenizer(cfg.model.dir)
+    pool, pool_counts = build_pool(cfg.pool, tokenizer, on_bad=on_bad, log=log,
+                                   max_chars=max_chars)
+    write_jsonl(data_dir / "pool" / "pool.jsonl", pool)
+    report = {"pool": pool_counts, "targets": {}}
+    for name in cfg.data.prepared_targets:
+        indomain, heldout, counts = build_target(name, cfg.targets[name], cfg.pool.template,
+                                                 on_bad=on_bad, log=log, max_chars=max_chars)
+        write_jsonl(data_dir / "targets" / name / "indomain.jsonl", indomain)
+        write_jsonl(data_dir / "targets" / name / "heldout.jsonl", heldout)
+        report["targets"][name] = counts
+    report["bad_records"] = log.summary()
+    write_json(data_dir / "prepare_report.json", report)
+    return report
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    report = prepare(cfg)
+    targets = ", ".join(f"{k}: {v['indomain']} in-domain / {v['heldout']} held-out"
+                        for k, v in report["targets"].items())
+    print(f"pool: {report['pool']['kept']} records "
+          f"({report['pool']['duplicates_removed']} duplicates removed); {targets}; "
+          f"skipped bad records: {report['bad_records']['skipped']}")
+
+
+if __name__ == "__main__":
+    main()

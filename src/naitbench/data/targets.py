@@ -1,0 +1,273 @@
+"""Target capabilities: a small in-domain set (what targeted selectors may look at) and a
+disjoint held-out set (what scoring uses), built from each benchmark's own splits.
+
+Every builder returns records of one shape: id, target, subtask, instruction, input, response,
+prompt and an `eval` dict with the benchmark-specific fields scoring needs.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from naitbench.data.normalise import normalise_text, record_id, strip_calculator_annotations
+from naitbench.data.records import BadRecordLog, FieldRule, OnBad, read_records
+from naitbench.data.sources import load_hub
+from naitbench.data.template import format_prompt
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+Split = tuple[list[dict], list[dict], dict]
+
+
+class DisjointnessError(ValueError):
+    """In-domain and held-out sets share a sample."""
+
+
+def _sample(items: list, size: int | None, rng: random.Random) -> list:
+    if size is None or size >= len(items):
+        return list(items)
+    return [items[i] for i in sorted(rng.sample(range(len(items)), size))]
+
+
+def _record(target: str, subtask: str, instruction: str, input_text: str, response: str,
+            template: str, eval_fields: dict) -> dict:
+    instruction, input_text = normalise_text(instruction), normalise_text(input_text)
+    response = normalise_text(response)
+    return {"id": record_id(instruction, input_text, response), "target": target,
+            "subtask": subtask, "instruction": instruction, "input": input_text,
+            "response": response, "prompt": format_prompt(instruction, input_text, template),
+            "eval": eval_fields}
+
+
+def question_key(record: Mapping[str, Any]) -> str:
+    """What makes two target samples 'the same item': the question, not the answer."""
+    return record_id(record["instruction"].lower(), record["input"].lower(), "")
+
+
+def check_disjoint(name: str, indomain: list[dict], heldout: list[dict]) -> None:
+    """Raise if any held-out item also appears (by question) in the in-domain set."""
+    seen = {question_key(r): r["id"] for r in indomain}
+    shared = [r["id"] for r in heldout if question_key(r) in seen]
+    if shared:
+        raise DisjointnessError(f"target '{name}': {len(shared)} held-out items also appear in "
+                                f"the in-domain set (ids {shared[:5]})")
+
+
+# ---------------------------------------------------------------- GSM8K (math)
+GSM8K_RULES = {"question": FieldRule(), "answer": FieldRule()}
+_FINAL = re.compile(r"####\s*(.+)\s*$")
+
+
+def _gsm8k_record(name: str, row: dict, template: str) -> dict:
+    answer = row["answer"]
+    match = _FINAL.search(answer)
+    final = match.group(1).strip().replace(",", "") if match else ""
+    natural = strip_calculator_annotations(_FINAL.sub("", answer)).strip()
+    response = f"{natural}\nThe answer is {final}." if final else natural
+    return _record(name, "gsm8k", row["question"], "", response, template,
+                   {"question": row["question"], "answer": answer, "final_answer": final,
+                    "reference": response})
+
+
+def build_gsm8k(name: str, spec: Mapping, template: str, read: Reader) -> Split:
+    rng = random.Random(spec["seed"])
+    train = [_gsm8k_record(name, r, template) for _, r in read.part("train", GSM8K_RULES)]
+    test = [_gsm8k_record(name, r, template) for _, r in read.part("test", GSM8K_RULES)]
+    return (_sample(train, spec["indomain_size"], rng), _sample(test, spec["heldout_size"], rng),
+            {"train_read": len(train), "test_read": len(test)})
+
+
+# ---------------------------------------------------------------- HumanEval (code)
+HUMANEVAL_RULES = {k: FieldRule() for k in
+                   ("task_id", "prompt", "canonical_solution", "test", "entry_point")}
+CODE_INSTRUCTION = "Complete the following Python function."
+
+
+def build_humaneval(name: str, spec: Mapping, template: str, read: Reader) -> Split:
+    rows = [r for _, r in read.part("problems", HUMANEVAL_RULES)]
+    records = [
+        _record(name, "humaneval", CODE_INSTRUCTION, r["prompt"], r["canonical_solution"],
+                template, {k: r[k] for k in HUMANEVAL_RULES})
+        for r in rows
+    ]
+    # The first problems are the in-domain set (a fixed, documented split, as in the pilots).
+    cut = spec["indomain_size"]
+    heldout = records[cut:]
+    if spec.get("heldout_size") is not None:
+        heldout = heldout[: spec["heldout_size"]]
+    return records[:cut], heldout, {"problems_read": len(records)}
+
+
+# ---------------------------------------------------------------- MMLU (knowledge)
+MMLU_CSV_RULES = {"question": FieldRule(), **{f"choice{i}": FieldRule(allow_empty=True)
+                                              for i in range(4)}, "answer": FieldRule()}
+MMLU_HUB_RULES = {"question": FieldRule(), "choices": FieldRule(types=(list,)),
+                  "answer": FieldRule(types=(int,)), "subject": FieldRule()}
+
+
+def _mmlu_record(name: str, subject: str, question: str, choices: list[str], answer: int,
+                 template: str) -> dict:
+    options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+    response = f"The answer is {LETTERS[answer]}. {choices[answer]}"
+    return _record(name, subject, question, options, response, template,
+                   {"question": question, "choices": choices, "answer": answer,
+                    "subject": subject})
+
+
+def _mmlu_local(name: str, folder: str, template: str, read: Reader) -> list[dict]:
+    files = sorted(Path(folder).glob("*.csv"))
+    if not files:
+        raise FileNotFoundError(f"no MMLU CSV files in {folder}")
+    out = []
+    for path in files:
+        subject = re.sub(r"_(dev|test|val)$", "", path.stem)
+        for line, row in read.file(path, MMLU_CSV_RULES):
+            if not row["answer"].strip().isdigit() or int(row["answer"]) > 3:
+                raise ValueError(f"{path}:{line}: field 'answer': wrong value: expected 0-3, "
+                                 f"got {row['answer']!r}")
+            choices = [row[f"choice{i}"] for i in range(4)]
+            out.append(_mmlu_record(name, subject, row["question"], choices,
+                                    int(row["answer"]), template))
+    return out
+
+
+def build_mmlu(name: str, spec: Mapping, template: str, read: Reader) -> Split:
+    rng = random.Random(spec["seed"])
+    if read.source == "hub":
+        dev, test = ([_mmlu_record(name, r["subject"], r["question"], r["choices"], r["answer"],
+                                   template) for _, r in read.part(part, MMLU_HUB_RULES)]
+                     for part in ("dev", "test"))
+    else:
+        dev = _mmlu_local(name, spec["local"]["dev"], template, read)
+        test = _mmlu_local(name, spec["local"]["test"], template, read)
+    return (_sample(dev, spec["indomain_size"], rng), _sample(test, spec["heldout_size"], rng),
+            {"dev_read": len(dev), "test_read": len(test)})
+
+
+# ---------------------------------------------------------------- BBH (reasoning)
+BBH_RULES = {"input": FieldRule(), "target": FieldRule()}
+_OPTION = re.compile(r"^\(([A-Z])\)\s*(.*)$")
+
+
+def _bbh_choices(question: str) -> list[str]:
+    return [m.group(0) for line in question.split("\n") if (m := _OPTION.match(line.strip()))]
+
+
+def _bbh_record(name: str, task: str, question: str, response: str, target: str,
+                template: str) -> dict:
+    choices = [c.split(")", 1)[0] + ")" for c in _bbh_choices(question)]
+    return _record(name, task, question, "", response, template,
+                   {"task": task, "input": question, "target": target,
+                    "choices": choices if target in choices else []})
+
+
+def parse_cot_prompt(text: str) -> list[tuple[str, str]]:
+    """Split a BBH chain-of-thought prompt file into its (question, reasoning answer) pairs."""
+    body = text.split("-----", 1)[-1]
+    pairs = []
+    for block in re.split(r"\n\s*\nQ: ", "\n\n" + body.strip())[1:]:
+        question, _, answer = block.partition("\nA: ")
+        pairs.append((question.strip(), answer.strip()))
+    return pairs
+
+
+def build_bbh(name: str, spec: Mapping, template: str, read: Reader) -> Split:
+    rng = random.Random(spec["seed"])
+    if read.source == "hub":
+        raise NotImplementedError("BBH from the hub: lukaemon/bbh has no chain-of-thought "
+                                  "exemplars; point targets.reasoning.local at a BBH checkout")
+    task_dir, cot_dir = Path(spec["local"]["tasks"]), Path(spec["local"]["cot_prompts"])
+    tasks = spec.get("tasks") or sorted(p.stem for p in task_dir.glob("*.json"))
+    indomain, heldout, counts = [], [], {"tasks": len(tasks), "exemplar_overlap_removed": 0}
+    for task in tasks:
+        examples = [_bbh_record(name, task, r["input"], r["target"], r["target"], template)
+                    for _, r in read.file(task_dir / f"{task}.json", BBH_RULES,
+                                          records_key="examples")]
+        cot_path = cot_dir / f"{task}.txt"
+        exemplars = [
+            _bbh_record(name, task, q, a, _final_bbh_answer(a), template)
+            for q, a in parse_cot_prompt(cot_path.read_text(encoding="utf-8"))
+        ]
+        keys = {question_key(r) for r in exemplars}
+        clean = [r for r in examples if question_key(r) not in keys]
+        counts["exemplar_overlap_removed"] += len(examples) - len(clean)
+        indomain.extend(exemplars)
+        heldout.extend(_sample(clean, spec["heldout_per_task"], rng))
+    return _sample(indomain, spec["indomain_size"], rng), heldout, counts
+
+
+def _final_bbh_answer(answer: str) -> str:
+    match = re.search(r"the answer is (.+?)\.?$", answer.strip())
+    return match.group(1).strip() if match else ""
+
+
+# ---------------------------------------------------------------- TyDiQA GoldP (multilingual QA)
+TYDIQA_RULES = {"question": FieldRule(), "context": FieldRule(),
+                "answers": FieldRule(types=(dict,))}
+
+
+def _tydiqa_record(name: str, row: dict, template: str) -> dict:
+    texts = row["answers"].get("text") or []
+    if not texts:
+        raise ValueError(f"TyDiQA row {row.get('id')} has no answer text")
+    language = str(row.get("id", "unknown")).split("-", 1)[0]
+    return _record(name, language, row["question"], row["context"], texts[0], template,
+                   {"question": row["question"], "context": row["context"], "answers": texts})
+
+
+def build_tydiqa(name: str, spec: Mapping, template: str, read: Reader) -> Split:
+    rng = random.Random(spec["seed"])
+    train = [_tydiqa_record(name, r, template) for _, r in read.part("train", TYDIQA_RULES)]
+    dev = [_tydiqa_record(name, r, template) for _, r in read.part("dev", TYDIQA_RULES)]
+    return (_sample(train, spec["indomain_size"], rng), _sample(dev, spec["heldout_size"], rng),
+            {"train_read": len(train), "dev_read": len(dev)})
+
+
+BUILDERS: dict[str, Callable[..., Split]] = {
+    "gsm8k": build_gsm8k, "humaneval": build_humaneval, "mmlu": build_mmlu,
+    "bbh": build_bbh, "tydiqa": build_tydiqa,
+}
+
+
+class Reader:
+    """Reads one target's parts from its configured source with the shared validation."""
+
+    def __init__(self, spec: Mapping[str, Any], *, on_bad: OnBad, log: BadRecordLog,
+                 max_chars: int):
+        self.spec, self.on_bad, self.log, self.max_chars = spec, on_bad, log, max_chars
+        self.source = spec.get("source")
+
+    def part(self, name: str, rules: dict, records_key: str | None = None) -> list:
+        """Read a named part (train, test, ...) from `local.<name>` or `hub.<name>`."""
+        if self.source == "hub":
+            return load_hub(self.spec["hub"][name], rules, on_bad=self.on_bad, log=self.log,
+                            max_chars=self.max_chars)
+        if self.source != "local":
+            raise ValueError(f"unknown data source {self.source!r}: use 'local' or 'hub'")
+        return self.file(self.spec["local"][name], rules, records_key)
+
+    def file(self, path: str | Path, rules: dict, records_key: str | None = None) -> list:
+        """Read one local file."""
+        return read_records(path, rules, on_bad=self.on_bad, log=self.log,
+                            max_chars=self.max_chars, records_key=records_key)
+
+
+def build_target(name: str, spec: Mapping[str, Any], template: str, *, on_bad: OnBad,
+                 log: BadRecordLog, max_chars: int) -> Split:
+    """Build one target's in-domain and held-out sets and check they are disjoint."""
+    kind = spec["kind"]
+    if kind not in BUILDERS:
+        raise ValueError(f"target '{name}': unknown kind {kind!r}; known: {sorted(BUILDERS)}")
+    if spec.get("source") is None:
+        raise ValueError(f"target '{name}' ({kind}) has no data source configured: set "
+                         f"targets.{name}.source to 'local' (with local paths) or 'hub'")
+    reader = Reader(spec, on_bad=on_bad, log=log, max_chars=max_chars)
+    indomain, heldout, counts = BUILDERS[kind](name, spec, template, reader)
+    if not indomain or not heldout:
+        raise ValueError(f"target '{name}': empty split (in-domain {len(indomain)}, "
+                         f"held-out {len(heldout)}); check its sizes and source")
+    check_disjoint(name, indomain, heldout)
+    return indomain, heldout, {**counts, "indomain": len(indomain), "heldout": len(heldout)}
