@@ -39,11 +39,17 @@ def load_tokenizer(path: str | Path) -> Any:
     return tokenizer
 
 
+def looks_local(path: str | Path) -> bool:
+    """A path, not a hub id: absolute, relative with a dot, or deeper than `namespace/name`."""
+    text = str(path)
+    return Path(text).is_absolute() or text.startswith(".") or text.count("/") >= 2
+
+
 def load_model(path: str | Path, dtype: str = "auto", device: str | None = None) -> Any:
     """A causal LM in eval mode on `device` (the GPU when present, else the CPU)."""
     from transformers import AutoModelForCausalLM
 
-    if Path(path).exists() is False and "/" not in str(path):
+    if looks_local(path) and not Path(path).exists():
         raise FileNotFoundError(f"model directory {path} does not exist: run the "
                                 f"prepare_model stage first (dvc repro prepare_model)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

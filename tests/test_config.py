@@ -1,0 +1,68 @@
+"""Config composition of every profile, params.yaml in sync with conf/, fail-fast errors."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from naitbench.config import (
+    PROFILES,
+    REPO_DIR,
+    ConfigError,
+    check_layers,
+    check_ratio,
+    compose,
+    dump_params,
+    validate,
+)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_composes_and_validates(profile):
+    cfg = validate(compose([f"profile={profile}"]))
+    assert cfg.profile_name == profile
+    for name in cfg.data.prepared_targets:
+        assert cfg.targets[name].name == name
+
+
+def test_profiles_choose_their_models_and_sizes():
+    assert compose(["profile=smoke"]).model.kind == "tiny"
+    assert compose(["profile=smoke"]).pool.size == 50
+    assert compose(["profile=embedded-base"]).model.name == "gemma3-270m"
+    paper = compose(["profile=paper"])
+    assert paper.pool.source == "hub" and paper.targets.multilingual.source == "hub"
+    assert set(paper.data.prepared_targets) == {"math", "reasoning", "knowledge", "code",
+                                                "multilingual"}
+
+
+def test_params_yaml_is_the_composed_default_config(tmp_path):
+    dump_params(tmp_path / "params.yaml")
+    assert OmegaConf.load(tmp_path / "params.yaml") == OmegaConf.load(REPO_DIR / "params.yaml"), \
+        "params.yaml is stale: run `python -m naitbench.config dump`"
+
+
+@pytest.mark.parametrize("ratio", [0, -0.1, 1.5, "a", True])
+def test_ratio_outside_unit_interval_fails_fast(ratio):
+    with pytest.raises(ConfigError, match="ratio"):
+        check_ratio(ratio)
+    if not isinstance(ratio, str):
+        with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+            validate(compose([f"ratio={ratio}"]))
+
+
+def test_layers_outside_the_model_fail_fast():
+    assert check_layers([0, 29, -1], 30) == [0, 29, 29]
+    with pytest.raises(ConfigError, match="layer 30 is outside the model, which has 30 layers"):
+        check_layers([3, 30], 30)
+
+
+def test_unknown_profile_or_target_is_a_readable_error():
+    with pytest.raises(MissingConfigException, match="profile/nope"):
+        compose(["profile=nope"])
+    with pytest.raises(ConfigError, match="not a target"):
+        validate(compose(["data.prepared_targets=[code,chemistry]"]))
+    with pytest.raises(ConfigError, match="not prepared"):
+        validate(compose(["target=knowledge"]))
+    with pytest.raises(ConfigError, match="on_bad_record"):
+        validate(compose(["data.on_bad_record=ignore"]))
