@@ -1,0 +1,1 @@
+"""Reports: seed-level statistics and the Markdown/HTML comparison (reads files only)."""
