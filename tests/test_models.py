@@ -72,3 +72,19 @@ def test_missing_model_package_is_a_clear_error():
 def test_missing_model_directory_points_at_the_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="prepare_model"):
         load_model(tmp_path / "not-prepared")
+
+
+@pytest.mark.slow
+def test_gemma_base_model_converts_the_same_way(tmp_path):
+    from naitbench.models.prepare import prepare_model
+
+    out = prepare_model(compose(["model=gemma3_270m", f"model.dir={tmp_path / 'gemma'}"]).model)
+    config = json.loads((tmp_path / "gemma" / "config.json").read_text())
+    assert "quantization_config" not in config
+    assert config["architectures"] == ["Gemma3ForCausalLM"] and config["num_hidden_layers"] == 18
+    model, tokenizer = load_model(out), load_tokenizer(out)
+    prompt = tokenizer("Question: What is the capital of France?\nAnswer:", return_tensors="pt")
+    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
+    continuation = tokenizer.decode(generated[0, prompt["input_ids"].shape[1]:],
+                                    skip_special_tokens=True)
+    assert "Paris" in continuation

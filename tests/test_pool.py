@@ -44,7 +44,8 @@ def test_calculator_annotations_are_removed():
 
 def test_pool_ids_dedup_template_and_token_counts(tmp_path, tokenizer):
     rows = [{"instruction": "Add.", "input": "2 and 3", "output": "5"},
-            {"instruction": "Add. ", "input": "2 and 3", "output": "5\r\n"},   # same after normalising
+            # the same sample once normalised:
+            {"instruction": "Add. ", "input": "2 and 3", "output": "5\r\n"},
             {"instruction": "Greet.", "output": "Hello"}]
     path = tmp_path / "pool.json"
     path.write_text(json.dumps(rows))
@@ -77,7 +78,7 @@ def test_hub_path_validates_rows_like_local_lines(tmp_path):
     hub = {"path": "json", "name": None, "split": "train", "data_files": str(path)}
     from naitbench.data.pool import ALPACA_RULES
 
-    with pytest.raises(DataError, match="row 1.*'instruction': empty"):
+    with pytest.raises(DataError, match=r"row 1.*'instruction': empty"):
         load_hub(hub, ALPACA_RULES, on_bad="error", log=BadRecordLog(), max_chars=100)
     log = BadRecordLog()
     rows = load_hub(hub, ALPACA_RULES, on_bad="skip", log=log, max_chars=100)

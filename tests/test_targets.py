@@ -61,7 +61,7 @@ def test_knowledge_from_mmlu_dev_and_test(catalogue):
 
 def test_reasoning_exemplars_in_domain_examples_held_out(catalogue):
     spec = {**catalogue.reasoning, "tasks": ["date_understanding", "boolean_expressions"]}
-    indomain, heldout, counts = _build(spec, heldout_per_task=4)
+    indomain, heldout, _ = _build(spec, heldout_per_task=4)
     assert (len(indomain), len(heldout)) == (6, 8)
     assert indomain[0]["response"].startswith("Let's think step by step.")
     date = [r for r in heldout if r["subtask"] == "date_understanding"]

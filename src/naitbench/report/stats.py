@@ -83,7 +83,8 @@ def paired_difference(method: list[dict[str, float]], reference: list[dict[str, 
     return point, float(low), float(high)
 
 
-def replicate_means(replicates: list[dict[str, float]], items: list[str] | None = None) -> np.ndarray:
+def replicate_means(replicates: list[dict[str, float]],
+                    items: list[str] | None = None) -> np.ndarray:
     """One mean per replicate, over `items` (all of the replicate's items when None)."""
     if items is None:
         return np.array([np.mean(list(rep.values())) for rep in replicates])
