@@ -88,3 +88,12 @@ def test_gemma_base_model_converts_the_same_way(tmp_path):
     continuation = tokenizer.decode(generated[0, prompt["input_ids"].shape[1]:],
                                     skip_special_tokens=True)
     assert "Paris" in continuation
+
+
+def test_a_local_model_directory_is_taken_as_a_hub_style_model(tiny_model_dir, tmp_path):
+    from naitbench.models.prepare import prepare_model
+
+    cfg = compose(["model=llama2_7b", f"model.name_or_path={tiny_model_dir}",
+                   f"model.dir={tmp_path / 'copy'}"])
+    out = prepare_model(cfg.model)
+    assert num_layers(load_model(out, dtype="float32")) == 4

@@ -15,8 +15,8 @@ from naitbench.models.tiny import build_tiny
 
 
 def prepare_model(model_cfg: DictConfig) -> str:
-    """Convert a packaged GGUF model, build the tiny model or download a hub model; return
-    the local directory every later stage loads."""
+    """Convert a packaged GGUF model, build the tiny model, copy a local model directory or
+    download a hub model; return the local directory every later stage loads."""
     kind = model_cfg.kind
     if kind == "gguf":
         gguf = packaged_gguf(model_cfg.package, model_cfg.gguf_filename, model_cfg.assemble)
@@ -36,6 +36,11 @@ def prepare_model(model_cfg: DictConfig) -> str:
             shutil.move(str(built), out)
         return str(out)
     if kind == "hub":
+        source = Path(str(model_cfg.name_or_path))
+        if source.is_dir():
+            shutil.rmtree(model_cfg.dir, ignore_errors=True)
+            shutil.copytree(source, model_cfg.dir)
+            return str(model_cfg.dir)
         from huggingface_hub import snapshot_download
 
         snapshot_download(model_cfg.name_or_path, local_dir=model_cfg.dir,
