@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from naitbench.report.compare import Row  # noqa: E402
-from naitbench.report.results import BASE, REFERENCE_FULL, REFERENCE_RANDOM  # noqa: E402
+from naitbench.report.compare import Row
+from naitbench.report.results import BASE, REFERENCE_FULL, REFERENCE_RANDOM
 
 
 def arm_label(row: Row) -> str:

@@ -15,7 +15,7 @@ from naitbench.report.stats import Comparison
 
 def _fmt(value: float | None, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+        return "-"
     if math.isinf(value):
         return "∞"
     return f"{value:.{digits}f}"
@@ -23,7 +23,7 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def _versus(comparison: Comparison | None, higher: bool, with_rank: bool) -> str:
     if comparison is None:
-        return "–"
+        return "-"
     text = (f"{comparison.difference:+.4f} [{comparison.low:+.4f}, {comparison.high:+.4f}]; "
             f"{comparison.verdict(higher)}")
     if with_rank:
@@ -47,7 +47,7 @@ def cost_table(costs: list[Mapping]) -> list[str]:
     lines = ["| method | target | wall time (s) | forward tokens | backward tokens | note |",
              "|---|---|---|---|---|---|"]
     for cost in costs:
-        lines.append(f"| {cost['method']} | {cost.get('target') or '–'} | "
+        lines.append(f"| {cost['method']} | {cost.get('target') or '-'} | "
                      f"{_fmt(cost.get('wall_s'), 1)} | {cost.get('forward_tokens', 0):,} | "
                      f"{cost.get('backward_tokens', 0):,} | {cost.get('note', '')} |")
     return lines
