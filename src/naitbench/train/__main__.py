@@ -1,6 +1,8 @@
 """The train stage: `python -m naitbench.train train.subset=<name> train.seed=<k>`.
 
-Also runs under `accelerate launch -m naitbench.train ...` for several GPUs.
+Several GPUs: `accelerate launch --multi_gpu --num_processes N -m naitbench.train ...`
+(several CPU processes: the same with ACCELERATE_USE_CPU=1). Resuming needs the same number
+of processes as the interrupted run.
 """
 
 from __future__ import annotations
