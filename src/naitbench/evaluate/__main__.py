@@ -1,0 +1,28 @@
+"""The evaluate stage: `python -m naitbench.evaluate [eval.subset=<name> eval.train_seed=<k>]`
+(no subset: the base model)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from naitbench.config import CONF_DIR, validate
+from naitbench.evaluate import evaluate, resolve_model, scores_dir
+from naitbench.train import MODEL_SUBDIR, run_dir
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    validate(cfg)
+    subset, seed = cfg.eval.subset, cfg.eval.train_seed
+    trained = None if subset is None else run_dir(cfg.paths.data_dir, subset, seed) / MODEL_SUBDIR
+    model_dir, adapter_dir = resolve_model(cfg.model.dir, trained)
+    out = scores_dir(cfg.paths.data_dir, subset, seed)
+    metrics = evaluate(cfg.eval, model_dir, out, data_dir=cfg.paths.data_dir,
+                       adapter_dir=adapter_dir)
+    print(f"scored {subset or 'base'}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+          + f" -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Fine-tuning on the tiny model: loss mask, learning, determinism, resume, divergence, and the
+multi-process path through accelerate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from naitbench.config import compose
+from naitbench.data.template import format_prompt
+from naitbench.io import read_jsonl, write_jsonl
+from naitbench.models.load import load_tokenizer
+from naitbench.train import MODEL_SUBDIR, TrainingDiverged, load_examples, train
+from naitbench.train.data import IGNORE_INDEX, SubsetError, collate, encode, encode_all
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train_cfg(**overrides) -> dict:
+    """The smoke profile's training config with a few test-sized settings."""
+    cfg = OmegaConf.to_container(compose(["profile=smoke"]).train)
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return load_tokenizer(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def examples(prepared_smoke) -> list[dict]:
+    """Eight of the shortest pool records (fast steps)."""
+    pool = load_examples(prepared_smoke, "full")
+    return sorted(pool, key=lambda r: len(r["prompt"]) + len(r["response"]))[:8]
+
+
+def test_response_mask_matches_hand_built(tokenizer):
+    prompt = format_prompt("Name the capital of France.", "")
+    response = "Paris is the capital of France."
+    p_ids = tokenizer(prompt)["input_ids"]
+    r_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    assert tokenizer(prompt + response)["input_ids"] == p_ids + r_ids  # a clean boundary
+    enc = encode(tokenizer, prompt, response)
+    assert enc["input_ids"] == p_ids + r_ids + [tokenizer.eos_token_id]
+    assert enc["labels"] == [IGNORE_INDEX] * len(p_ids) + r_ids + [tokenizer.eos_token_id]
+
+
+def test_mask_at_a_merged_boundary_and_padding(tokenizer):
+    # A code response starts with spaces, which BPE merges with the prompt's last newline:
+    # the merged token is trained on, every token wholly inside the prompt is not.
+    prompt = format_prompt("Complete the function.", "def f():")
+    response = "    return 1"
+    enc = encode(tokenizer, prompt, response)
+    masked = [t for t, label in zip(enc["input_ids"], enc["labels"], strict=True)
+              if label == IGNORE_INDEX]
+    trained = [label for label in enc["labels"] if label != IGNORE_INDEX]
+    assert prompt.startswith(tokenizer.decode(masked))
+    assert tokenizer.decode(trained[:-1]).endswith(response)
+    assert trained[-1] == tokenizer.eos_token_id
+    short = encode(tokenizer, format_prompt("Say hi.", ""), "Hi.")
+    batch = collate([enc, short], pad_id=tokenizer.pad_token_id)
+    n = len(short["input_ids"])
+    assert batch["labels"][1, :n].tolist() == short["labels"]
+    assert (batch["labels"][1, n:] == IGNORE_INDEX).all()
+    assert batch["attention_mask"][1].tolist() == [1] * n + [0] * (len(enc["input_ids"]) - n)
+
+
+def test_truncation_keeps_prompt_and_drops_empty(tokenizer):
+    long = {"id": "a", "prompt": format_prompt("Repeat.", ""), "response": "word " * 200}
+    no_room = {"id": "b", "prompt": format_prompt("x " * 300, ""), "response": "ok"}
+    kept, counts = encode_all(tokenizer, [long, no_room], max_length=64)
+    assert [x["id"] for x in kept] == ["a"] and len(kept[0]["input_ids"]) == 64
+    assert counts == {"examples": 2, "truncated": 2, "dropped_no_response": 1}
+
+
+def test_load_examples_joins_subset_with_pool(prepared_smoke, tmp_path):
+    pool = read_jsonl(prepared_smoke / "pool" / "pool.jsonl")
+    (tmp_path / "pool").symlink_to(prepared_smoke / "pool")
+    ids = [pool[3]["id"], pool[0]["id"]]
+    write_jsonl(tmp_path / "subsets" / "pick.jsonl",
+                [{"id": i, "score": 1.0, "rank": r} for r, i in enumerate(ids)])
+    got = load_examples(tmp_path, "pick")
+    assert [g["id"] for g in got] == ids
+    assert got[0]["prompt"] == pool[3]["prompt"] and got[0]["response"] == pool[3]["response"]
+    assert len(load_examples(tmp_path, "full")) == len(pool)
+    write_jsonl(tmp_path / "subsets" / "bad.jsonl", [{"id": "0000000000000000"}])
+    with pytest.raises(SubsetError, match="not in the pool"):
+        load_examples(tmp_path, "bad")
+    with pytest.raises(SubsetError, match="run the select stage"):
+        load_examples(tmp_path, "missing")
+
+
+def response_loss(model, tokenizer, examples) -> float:
+    """Mean response-token cross-entropy, computed directly (not with the training code)."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ex in examples:
+            p_len = len(tokenizer(ex["prompt"])["input_ids"])
+            ids = tokenizer(ex["prompt"] + ex["response"])["input_ids"] + [tokenizer.eos_token_id]
+            logits = model(torch.tensor([ids])).logits[0, :-1]
+            targets = torch.tensor(ids[1:])
+            losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+            total += float(losses[p_len - 1:].sum())
+            count += len(ids) - p_len
+    return total / count
+
+
+def test_training_lowers_loss_on_its_samples(tiny_model_dir, tokenizer, examples, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    data = examples[:4]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    before = response_loss(base, tokenizer, data)
+    metrics = train(train_cfg(epochs=8, lr=1e-2, batch_size=2), tiny_model_dir, data,
+                    tmp_path / "run", seed=0)
+    tuned = PeftModel.from_pretrained(base, tmp_path / "run" / MODEL_SUBDIR)
+    after = response_loss(tuned, tokenizer, data)
+    assert after < before - 0.5, (before, after)
+    saved = json.loads((tmp_path / "run" / "train_metrics.json").read_text())
+    assert saved == metrics
+    assert metrics["steps"] == 16 == len(metrics["loss_curve"])
+    assert metrics["loss_curve"][-1]["loss"] < metrics["loss_curve"][0]["loss"]
+    assert metrics["tokens"] > metrics["response_tokens"] > 0 and metrics["tokens_per_s"] > 0
+    assert [e["epoch"] for e in metrics["per_epoch"]] == list(range(1, 9))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_same_seed_same_weights(tiny_model_dir, examples, tmp_path):
+    cfg = train_cfg(max_steps=2, batch_size=2)
+    runs = [train(cfg, tiny_model_dir, examples, tmp_path / name, seed=seed)
+            for name, seed in (("a", 0), ("b", 0), ("c", 1))]
+    weights = [load_file(tmp_path / n / MODEL_SUBDIR / "adapter_model.safetensors")
+               for n in "abc"]
+    assert runs[0]["loss_curve"] == runs[1]["loss_curve"]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_after_interruption_equals_uninterrupted(tiny_model_dir, examples, tmp_path):
+    # 8 examples, batches of 2, no accumulation: 4 steps per epoch, 2 epochs. Checkpoints at
+    # step 3 (mid-epoch) and 4 (epoch end); the interruption comes at step 4 before its
+    # checkpoint, so the resumed run restarts mid-epoch from step 3. LoRA dropout is on, so
+    # the RNG state must be restored too.
+    cfg = train_cfg(epochs=2, batch_size=2, grad_accum=1, checkpoint_every=3, lr=5e-3)
+    whole = train(cfg, tiny_model_dir, examples, tmp_path / "whole", seed=0,
+                  save_every_epoch=True)
+
+    def stop_at_4(entry: dict) -> None:
+        if entry["step"] == 4:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(cfg, tiny_model_dir, examples, tmp_path / "cut", seed=0, save_every_epoch=True,
+              callback=stop_at_4)
+    assert [p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()] == ["step-00000003"]
+    resumed = train(cfg, tiny_model_dir, examples, tmp_path / "cut", seed=0,
+                    save_every_epoch=True)
+    assert resumed["resumed_from_step"] == 3
+    assert resumed["loss_curve"] == whole["loss_curve"]
+    assert resumed["per_epoch"] == whole["per_epoch"]
+    for sub in ("model/adapter_model.safetensors", "epochs/epoch-1/trainable.safetensors",
+                "epochs/epoch-2/trainable.safetensors"):
+        a, b = load_file(tmp_path / "whole" / sub), load_file(tmp_path / "cut" / sub)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), sub
+    opt_a = torch.load(tmp_path / "whole/epochs/epoch-2/optimizer.pt", weights_only=False)
+    opt_b = torch.load(tmp_path / "cut/epochs/epoch-2/optimizer.pt", weights_only=False)
+    assert all(torch.equal(opt_a["state"][i]["exp_avg_sq"], opt_b["state"][i]["exp_avg_sq"])
+               for i in opt_a["state"])
+    state = json.loads((tmp_path / "whole/epochs/epoch-1/state.json").read_text())
+    assert len(state["trainable_params"]) == len(opt_a["state"])
+    assert whole["per_epoch"][0]["checkpoint"] == "epochs/epoch-1"
+
+
+def test_nan_loss_stops_training(tiny_model_dir, examples, tmp_path):
+    cfg = train_cfg(method="full", lora=None, lr=1e30, max_grad_norm=None, batch_size=2,
+                    epochs=4)
+    with pytest.raises(TrainingDiverged, match="loss is nan at step"):
+        train(cfg, tiny_model_dir, examples, tmp_path / "run", seed=0)
+    assert not (tmp_path / "run" / MODEL_SUBDIR).exists()
+
+
+def test_two_processes_match_one_with_accumulation(tiny_model_dir, examples, prepared_smoke,
+                                                   tmp_path):
+    """`accelerate launch` with 2 CPU processes x 1 micro-batch per step gives the loss curve
+    of 1 process x 2 micro-batches (the same global batch)."""
+    (tmp_path / "pool").symlink_to(prepared_smoke / "pool")
+    write_jsonl(tmp_path / "subsets" / "eight.jsonl", [{"id": e["id"]} for e in examples])
+    args = ["profile=smoke", f"model.dir={tiny_model_dir}", f"paths.data_dir={tmp_path}",
+            "train.subset=eight", "train.batch_size=2", "train.lora.dropout=0.0",
+            "train.epochs=2", f"hydra.run.dir={tmp_path}/hydra", "hydra.output_subdir=null"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                    "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+                    "--dynamo_backend", "no", "-m", "naitbench.train", *args,
+                    "train.grad_accum=1"], env=env, check=True, capture_output=True)
+    metrics_file = tmp_path / "runs" / "eight" / "seed0" / "train_metrics.json"
+    two = json.loads(metrics_file.read_text())
+    one = train(train_cfg(batch_size=2, grad_accum=2, epochs=2,
+                          lora={**train_cfg()["lora"], "dropout": 0.0}),
+                tiny_model_dir, examples, tmp_path / "one", seed=0)
+    assert two["num_processes"] == 2 and one["num_processes"] == 1
+    assert [e["tokens"] for e in two["loss_curve"]] == [e["tokens"] for e in one["loss_curve"]]
+    assert [e["loss"] for e in two["loss_curve"]] == pytest.approx(
+        [e["loss"] for e in one["loss_curve"]], rel=1e-5)
