@@ -1,0 +1,40 @@
+"""The features stage: one extraction pass over the pool and every prepared target's
+in-domain set, recording every configured spec (all layers) for later selectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from naitbench.config import CONF_DIR, validate
+from naitbench.features.store import ensure_features
+from naitbench.io import write_json
+
+
+def extract_all(cfg: DictConfig) -> dict:
+    """Extract (or find) the features of the pool and each target; return a cost summary."""
+    validate(cfg)
+    data_dir, fcfg = Path(cfg.paths.data_dir), cfg.features
+    files = {"pool": data_dir / "pool" / "pool.jsonl"}
+    files.update({t: data_dir / "targets" / t / "indomain.jsonl"
+                  for t in cfg.data.prepared_targets})
+    summary = {}
+    for name, path in files.items():
+        store, cost = ensure_features(path, cfg.model.dir, list(fcfg.specs), root=fcfg.root,
+                                      max_length=fcfg.max_length, batch_size=fcfg.batch_size,
+                                      shard_size=fcfg.shard_size)
+        summary[name] = {"store": str(store.path), "build_cost": store.cost, "this_call": cost}
+    write_json(Path(fcfg.root) / "summary.json", summary)
+    return summary
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    for name, info in extract_all(cfg).items():
+        print(f"{name}: {info['store']} ({info['build_cost']['forward_tokens']} tokens)")
+
+
+if __name__ == "__main__":
+    main()

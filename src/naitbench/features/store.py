@@ -1,0 +1,187 @@
+"""The sharded on-disk feature store.
+
+One store directory per (model, input file, max_length) holds, for every recorded Spec, all
+layers of every sample in fixed-size shards (`<spec>-<shard>.npy`, float32 [n, layers, dim])
+and an `index.json` with each shard's sha256. Shards are written atomically and the index
+after each shard, so an interrupted extraction resumes at the first missing shard; a shard
+whose checksum does not match is recomputed, never used. Only one shard's activations are
+in memory at a time, and reading maps the shards instead of loading them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from naitbench.features.capture import (
+    Spec,
+    capture_batch,
+    collate,
+    length_batches,
+    parse_specs,
+)
+from naitbench.io import atomic_open, content_hash, file_hash, read_jsonl, write_json
+
+INDEX = "index.json"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """Identifies a model directory by its config and weight files' contents."""
+    model_dir = Path(model_dir)
+    files = sorted([*model_dir.glob("config.json"), *model_dir.glob("*.safetensors")])
+    if not files:
+        raise FileNotFoundError(f"{model_dir} holds no config.json or safetensors weights")
+    return content_hash(*(f"{f.name}:{file_hash(f)}" for f in files))
+
+
+def store_dir(root: str | Path, model_dir: str | Path, records_file: str | Path,
+              max_length: int) -> Path:
+    """Where the features of `records_file` under `model_dir` live."""
+    key = content_hash(model_fingerprint(model_dir), file_hash(records_file), str(max_length))
+    return Path(root) / f"{Path(records_file).parent.name}-{Path(records_file).stem}-{key}"
+
+
+def encode_sample(tokenizer: Any, record: dict, max_length: int) -> dict:
+    """prompt + response + eos with its response mask, cut to `max_length` tokens keeping at
+    least one response token (the end is kept when the prompt alone is too long)."""
+    from naitbench.train.data import encode
+
+    encoded = encode(tokenizer, record["prompt"], record["response"])
+    if len(encoded["input_ids"]) <= max_length:
+        return encoded
+    head = {k: v[:max_length] for k, v in encoded.items()}
+    if any(label != -100 for label in head["labels"]):
+        return head
+    return {k: v[-max_length:] for k, v in encoded.items()}
+
+
+class FeatureStore:
+    """Read access to one store directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        index_path = self.path / INDEX
+        if not index_path.exists():
+            raise FileNotFoundError(f"no feature store at {self.path}: run the features stage")
+        self.index = json.loads(index_path.read_text())
+
+    @property
+    def ids(self) -> list[str]:
+        return self.index["ids"]
+
+    def n_layers(self, spec: Spec) -> int:
+        """How many layers `spec` records (1 for the final norm)."""
+        first = self.index["shards"][0]["files"][spec.name]["file"]
+        return int(np.load(self.path / first, mmap_mode="r").shape[1])
+
+    @property
+    def cost(self) -> dict:
+        """What building this store cost, summed over every extraction call that added to it."""
+        return self.index.get("cost", {"forward_tokens": 0, "batches": 0, "wall_s": 0.0})
+
+    def complete(self, spec: Spec) -> bool:
+        """Every shard of `spec` is recorded."""
+        return all(spec.name in shard["files"] for shard in self.index["shards"])
+
+    def load(self, spec: Spec | str, layers: Sequence[int] | None = None) -> np.ndarray:
+        """[n_samples, len(layers), dim] float32 features (all layers when None)."""
+        spec = parse_specs([spec])[0] if isinstance(spec, str) else spec
+        if not self.complete(spec):
+            raise KeyError(f"{self.path} does not hold {spec.name} for every shard")
+        parts = []
+        for shard in self.index["shards"]:
+            array = np.load(self.path / shard["files"][spec.name]["file"], mmap_mode="r")
+            parts.append(np.asarray(array if layers is None else array[:, list(layers)]))
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def _verified(path: Path, shard: dict) -> dict:
+    """Shard entries whose file exists and matches its checksum; the others are dropped."""
+    good = {}
+    for name, entry in shard["files"].items():
+        file = path / entry["file"]
+        if file.exists() and _sha256(file) == entry["sha256"]:
+            good[name] = entry
+    return good
+
+
+def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequence[str],
+                    *, root: str | Path, max_length: int = 512, batch_size: int = 8,
+                    shard_size: int = 256, device: str | None = None,
+                    fail_after_shards: int | None = None) -> tuple[FeatureStore, dict]:
+    """Make sure every spec's features of `records_file` are stored; return the store and the
+    cost of this call (forward passes, tokens, wall time: all zero when nothing was missing).
+
+    `fail_after_shards` raises after writing that many shards (tests use it to interrupt).
+    """
+    from naitbench.models.load import load_model, load_tokenizer
+
+    wanted = parse_specs(specs)
+    path = store_dir(root, model_dir, records_file, max_length)
+    path.mkdir(parents=True, exist_ok=True)
+    records = read_jsonl(records_file)
+    ids = [r["id"] for r in records]
+    index_path = path / INDEX
+    index = (json.loads(index_path.read_text()) if index_path.exists() else
+             {"records_file": str(records_file), "model_dir": str(model_dir), "ids": ids,
+              "max_length": max_length, "shard_size": shard_size, "shards": []})
+    if index["ids"] != ids or index["shard_size"] != shard_size:
+        raise ValueError(f"feature store {path} was built for other records or shard size")
+    starts = range(0, len(records), shard_size)
+    shards = {s["start"]: s for s in index["shards"]}
+    for shard in shards.values():
+        shard["files"] = _verified(path, shard)
+    todo = [(start, [s for s in wanted if s.name not in shards.get(start, {"files": {}})["files"]])
+            for start in starts]
+    todo = [(start, missing) for start, missing in todo if missing]
+    cost = {"forward_tokens": 0, "batches": 0, "wall_s": 0.0}
+    if not todo:
+        return FeatureStore(path), cost
+    began, before = time.perf_counter(), dict(index.get("cost", {}))
+    tokenizer, model = load_tokenizer(model_dir), load_model(model_dir, device=device)
+    device = next(model.parameters()).device
+    progress = tqdm(total=sum(min(shard_size, len(records) - s) for s, _ in todo),
+                    desc=f"features {Path(records_file).name}", unit="sample")
+    for written, (start, missing) in enumerate(todo):
+        if fail_after_shards is not None and written >= fail_after_shards:
+            raise RuntimeError(f"interrupted after {written} shards (fail_after_shards)")
+        chunk = [encode_sample(tokenizer, r, max_length)
+                 for r in records[start:start + shard_size]]
+        out = {s.name: [None] * len(chunk) for s in missing}
+        for batch in length_batches([len(e["input_ids"]) for e in chunk], batch_size):
+            ids_t, real, response = collate([chunk[i] for i in batch], tokenizer.pad_token_id,
+                                            device)
+            pooled = capture_batch(model, ids_t, real, response, missing)
+            cost["forward_tokens"] += int(real.sum())
+            cost["batches"] += 1
+            for name, values in pooled.items():
+                for row, i in enumerate(batch):
+                    out[name][i] = values[row].cpu().numpy()
+            progress.update(len(batch))
+        shard = shards.setdefault(start, {"start": start, "end": start + len(chunk), "files": {}})
+        for name, rows in out.items():
+            file = f"{name}-{start // shard_size:05d}.npy"
+            with atomic_open(path / file, "wb") as handle:
+                np.save(handle, np.stack(rows).astype(np.float32))
+            shard["files"][name] = {"file": file, "sha256": _sha256(path / file)}
+        index["shards"] = [shards[s] for s in sorted(shards)]
+        cost["wall_s"] = time.perf_counter() - began
+        index["cost"] = {k: before.get(k, 0) + v for k, v in cost.items()}
+        write_json(index_path, index)
+    progress.close()
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return FeatureStore(path), cost

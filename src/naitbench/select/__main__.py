@@ -1,0 +1,65 @@
+"""`python -m naitbench.select selector=nait target=code ratio=0.1`: one subset.
+
+Hydra app on conf/; `-m` sweeps (layers, ratios) reuse the stored features.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from naitbench.config import CONF_DIR, ConfigError, check_ratio, validate
+from naitbench.io import file_hash, read_jsonl
+from naitbench.select.protocol import SelectionContext, Selector
+from naitbench.select.subset import subset_name, top_ratio, write_subset
+
+
+def selection_targets(cfg: DictConfig) -> list[str]:
+    """The targets a targeted selector aims at: `select.targets` or the chosen `target`."""
+    chosen = cfg.select.get("targets") or [cfg.target.name]
+    for name in chosen:
+        if name not in cfg.data.prepared_targets:
+            raise ConfigError(f"select.targets: '{name}' is not prepared by this profile "
+                              f"(prepared: {list(cfg.data.prepared_targets)})")
+    return list(chosen)
+
+
+def select(cfg: DictConfig) -> Path:
+    """Score the pool with the configured selector and write the subset files."""
+    validate(cfg)
+    ratio = check_ratio(cfg.ratio)
+    selector = instantiate(cfg.selector)
+    if not isinstance(selector, Selector):
+        raise ConfigError(f"selector._target_={cfg.selector._target_} is not a Selector")
+    data_dir = Path(cfg.paths.data_dir)
+    pool_file = data_dir / "pool" / "pool.jsonl"
+    if not pool_file.exists():
+        raise FileNotFoundError(f"{pool_file} does not exist: run prepare_data first")
+    targets = selection_targets(cfg) if selector.targeted else []
+    ctx = SelectionContext(
+        cfg=cfg, pool=read_jsonl(pool_file),
+        targets={t: read_jsonl(data_dir / "targets" / t / "indomain.jsonl") for t in targets},
+        data_dir=data_dir, model_dir=Path(cfg.model.dir), seed=int(cfg.seed))
+    name = cfg.select.get("name") or subset_name(selector.name, ratio, int(cfg.seed), targets)
+    ctx.cfg = OmegaConf.merge(cfg, {"select": {"name": name}})
+    scores = selector.run(ctx)
+    ids = [r["id"] for r in ctx.pool]
+    kept = top_ratio(ids, scores, ratio)
+    manifest = {"method": selector.name, "targets": targets, "ratio": ratio,
+                "seed": int(cfg.seed), "pool_file": str(pool_file),
+                "pool_hash": file_hash(pool_file), "n_pool": len(ids), "cost": ctx.cost,
+                "selector": OmegaConf.to_container(cfg.selector, resolve=True),
+                "model": str(cfg.model.dir)}
+    return write_subset(data_dir / "subsets", name, ids, scores, kept, manifest)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    print(f"subset written: {select(cfg)}")
+
+
+if __name__ == "__main__":
+    main()

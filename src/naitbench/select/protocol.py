@@ -1,0 +1,93 @@
+"""The selector protocol: a selector scores every pool candidate (higher = keep).
+
+Everything else (top-ratio selection, tie-breaking, subset files, manifests, costs) is shared
+code in this package, so a new method is one module plus one config file
+(docs/adding-a-selector.md).
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from naitbench.features import FeatureStore, ensure_features
+from naitbench.features.capture import Spec
+
+
+@dataclass
+class SelectionContext:
+    """What a selector may look at: the pool, the in-domain sets of its targets, the base
+    model and the shared feature store; plus a cost ledger it adds its own work to."""
+
+    cfg: DictConfig
+    pool: list[dict]
+    targets: dict[str, list[dict]]
+    data_dir: Path
+    model_dir: Path
+    seed: int
+    cost: dict = field(default_factory=lambda: {"forward_tokens": 0, "backward_tokens": 0,
+                                                "wall_s": 0.0, "shared": {}})
+
+    def records_file(self, name: str) -> Path:
+        """'pool' or a target name -> the JSONL file its records come from."""
+        if name == "pool":
+            return self.data_dir / "pool" / "pool.jsonl"
+        return self.data_dir / "targets" / name / "indomain.jsonl"
+
+    def store(self, name: str) -> FeatureStore:
+        """The feature store of 'pool' or a target, extracting what is missing (all the
+        configured specs in one pass). Its build cost is recorded once, as shared."""
+        fcfg = self.cfg.features
+        store, _ = ensure_features(self.records_file(name), self.model_dir, list(fcfg.specs),
+                                   root=fcfg.root, max_length=fcfg.max_length,
+                                   batch_size=fcfg.batch_size, shard_size=fcfg.shard_size)
+        self.cost["shared"][str(store.path)] = store.cost
+        return store
+
+    def features(self, name: str, spec: Spec, layers: Sequence[int] | None = None) -> np.ndarray:
+        """[n, layers, dim] features of 'pool' or a target's in-domain set."""
+        return self.store(name).load(spec, layers)
+
+    def add_cost(self, *, forward_tokens: int = 0, backward_tokens: int = 0,
+                 wall_s: float = 0.0) -> None:
+        """Work a selector did itself (beyond the shared feature extraction)."""
+        self.cost["forward_tokens"] += forward_tokens
+        self.cost["backward_tokens"] += backward_tokens
+        self.cost["wall_s"] += wall_s
+
+    def artefact_dir(self, name: str) -> Path:
+        """Where a selector saves reusable artefacts (e.g. NAIT's feature library)."""
+        return self.data_dir / "libraries" / name
+
+
+class Selector(abc.ABC):
+    """Base class of every selection method; Hydra's `_target_` instantiates it."""
+
+    #: whether the method looks at target in-domain samples
+    targeted: bool = False
+
+    def __init__(self, name: str, **_: Any):
+        self.name = name
+
+    @abc.abstractmethod
+    def score(self, ctx: SelectionContext) -> np.ndarray:
+        """One float per pool candidate, in pool order; higher means keep."""
+
+    def run(self, ctx: SelectionContext) -> np.ndarray:
+        """Score and time the call (wall time goes to the context's cost ledger)."""
+        began = time.perf_counter()
+        scores = np.asarray(self.score(ctx), dtype=np.float64)
+        ctx.add_cost(wall_s=time.perf_counter() - began)
+        if scores.shape != (len(ctx.pool),):
+            raise ValueError(f"selector {self.name} returned {scores.shape} scores for a pool "
+                             f"of {len(ctx.pool)}")
+        if not np.isfinite(scores).all():
+            raise ValueError(f"selector {self.name} returned non-finite scores")
+        return scores

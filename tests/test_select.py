@@ -1,0 +1,207 @@
+"""The selector protocol, NAIT's math, subsets, the CLI and its sweeps (tiny model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hydra.errors import MissingConfigException
+
+from conftest import REPO, smoke_overrides
+from naitbench.config import ConfigError, compose
+from naitbench.features import FORWARD_PASSES
+from naitbench.io import read_jsonl, write_jsonl
+from naitbench.nait.library import build_library, score_pool
+from naitbench.nait.selector import resolve_layers
+from naitbench.select.__main__ import select
+from naitbench.select.aggregate import rank_scores, reduce_samples, round_robin, zscore_mean
+from naitbench.select.subset import budget, top_ratio
+
+
+@pytest.fixture
+def data_dir(tmp_path, prepared_smoke):
+    """A private copy of the prepared smoke data (selection writes into it)."""
+    copy = tmp_path / "data"
+    shutil.copytree(prepared_smoke, copy)
+    return copy
+
+
+def _cfg(data_dir, tiny_model_dir, data_root, *extra):
+    return compose([*smoke_overrides(data_dir, tiny_model_dir, data_root), *extra])
+
+
+def test_pca_directions_are_oriented_towards_the_target_mean():
+    rng = np.random.default_rng(0)
+    pool = rng.normal(size=(200, 1, 5))
+    target = rng.normal(size=(20, 1, 5)) * 0.1 - np.array([0, 0, 3.0, 0, 0])
+    library = build_library(pool, target, [0], k=2)
+    first = library.directions[0, 0]
+    assert abs(first[2]) > 0.99 and first[2] < 0        # the target sits at -3 on axis 2
+    centred_mean = target[:, 0].mean(0) - pool[:, 0].mean(0)
+    assert np.all(library.directions[0] @ centred_mean >= 0)
+    assert library.weights[0].sum() == pytest.approx(1.0)
+    assert library.explained[0, 0] > 0.9
+
+
+def test_score_is_the_weighted_cosine_averaged_over_layers():
+    rng = np.random.default_rng(1)
+    pool, target = rng.normal(size=(30, 2, 4)), rng.normal(size=(6, 2, 4)) + 1.0
+    library = build_library(pool, target, [3, 5], k=2)
+    scores = score_pool(library, pool)
+    x = pool[7, 1] - pool[:, 1].mean(0)
+    by_hand = sum(w * (x @ v) / np.linalg.norm(x)
+                  for w, v in zip(library.weights[1], library.directions[1], strict=True))
+    x0 = pool[7, 0] - pool[:, 0].mean(0)
+    by_hand0 = sum(w * (x0 @ v) / np.linalg.norm(x0)
+                   for w, v in zip(library.weights[0], library.directions[0], strict=True))
+    assert scores[7] == pytest.approx((by_hand + by_hand0) / 2)
+
+
+def test_planted_candidates_rank_first_on_synthetic_activations():
+    rng = np.random.default_rng(2)
+    pool = rng.normal(size=(300, 3, 16))
+    target = rng.normal(size=(12, 3, 16)) * 0.3 + 2.0 * np.eye(16)[4]
+    pool[:10] = rng.normal(size=(10, 3, 16)) * 0.3 + 2.0 * np.eye(16)[4]
+    scores = score_pool(build_library(pool, target, [0, 1, 2], k=3), pool)
+    assert set(np.argsort(-scores)[:10]) == set(range(10))
+
+
+def test_layers_resolve_from_fractions_and_fail_outside_the_model():
+    assert resolve_layers([0.5, 0.75, 3], 4) == [2, 3]
+    assert resolve_layers([0.5, 0.625, 0.75, 0.875], 30) == [15, 18, 22, 26]
+    with pytest.raises(ConfigError, match="layer 9 is outside the model, which has 4 layers"):
+        resolve_layers([9], 4)
+
+
+def test_top_ratio_budget_and_ties():
+    assert budget(0.1, 985) == 99 and budget(0.001, 50) == 1 and budget(1.0, 7) == 7
+    ids = ["d", "b", "c", "a"]
+    assert top_ratio(ids, np.array([1.0, 2.0, 2.0, 2.0]), 0.75) == [3, 1, 2]
+
+
+def test_aggregations():
+    assert np.allclose(zscore_mean([np.array([1.0, 2, 3]), np.array([10.0, 30, 20])]),
+                       [-1.2247449, 0.6123724, 0.6123724])
+    sim = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.7], [0.0, 0.6]])
+    assert list(reduce_samples(sim, "max")) == [0.9, 0.8, 0.7, 0.6]
+    assert round_robin(sim, 3) == [0, 2, 1]
+    assert round_robin(sim, 4) == [0, 2, 1, 3]
+    assert list(rank_scores([2, 0], 3)) == [1.0, -1.0, 2.0]
+
+
+def test_round_robin_fills_the_budget_with_fair_turns():
+    rng = np.random.default_rng(3)
+    sim = rng.random((40, 5))
+    picks = round_robin(sim, 23)
+    assert len(picks) == len(set(picks)) == 23
+    # column j picks on turns j, j+5, ...: each of its picks is its best remaining candidate
+    taken: set[int] = set()
+    for turn, pick in enumerate(picks):
+        column = turn % 5
+        remaining = [c for c in range(40) if c not in taken]
+        assert pick == max(remaining, key=lambda c: (sim[c, column], -c))
+        taken.add(pick)
+
+
+def test_nait_subset_is_deterministic_and_a_layer_sweep_needs_no_forward_pass(
+        data_dir, tiny_model_dir, data_root):
+    first = select(_cfg(data_dir, tiny_model_dir, data_root))
+    content = {p.name: p.read_bytes() for p in first.parent.glob("*.jsonl")}
+    manifest_path = first.parent / "nait-code-r0.1-s0.manifest.json"
+    first_manifest = json.loads(manifest_path.read_text())
+    forward = FORWARD_PASSES["batches"]
+    for overrides in (["selector.layers=[1]", "ratio=0.2"], ["selector.layers=[0,3]"], []):
+        select(_cfg(data_dir, tiny_model_dir, data_root, *overrides))
+    assert FORWARD_PASSES["batches"] == forward          # features came from the store
+    assert {p.name: p.read_bytes() for p in first.parent.glob("*.jsonl")
+            if p.name in content} == content              # same config -> same bytes
+    manifest = json.loads(manifest_path.read_text())
+    assert {k: v for k, v in manifest.items() if k != "cost"} == {
+        k: v for k, v in first_manifest.items() if k != "cost"}   # only timings differ
+    assert manifest["n_selected"] == 5 and manifest["targets"] == ["code"]
+    assert manifest["cost"]["shared"] and manifest["pool_hash"]
+    assert (data_dir / "libraries" / "nait-code-r0.1-s0" / "code.npz").exists()
+
+
+def test_planted_pool_records_rank_first_with_the_real_model(data_dir, tiny_model_dir,
+                                                             data_root):
+    pool = read_jsonl(data_dir / "pool" / "pool.jsonl")
+    code = read_jsonl(data_dir / "targets" / "code" / "indomain.jsonl")
+    planted = [{**pool[0], "id": f"planted{i}", "prompt": r["prompt"],
+                "response": r["response"]} for i, r in enumerate(code[:5])]
+    write_jsonl(data_dir / "pool" / "pool.jsonl", pool + planted)
+    subset = select(_cfg(data_dir, tiny_model_dir, data_root, "ratio=0.1"))
+    assert {r["id"] for r in read_jsonl(subset)} >= {f"planted{i}" for i in range(5)}
+
+
+def test_multi_target_and_random_subsets(data_dir, tiny_model_dir, data_root):
+    general = select(_cfg(data_dir, tiny_model_dir, data_root, "select.targets=[code,math]"))
+    assert general.name == "nait-code+math-r0.1-s0.jsonl"
+    draws = [read_jsonl(select(_cfg(data_dir, tiny_model_dir, data_root, "selector=random",
+                                    f"seed={s}"))) for s in (0, 1, 0)]
+    assert draws[0] == draws[2] and draws[0] != draws[1]
+
+
+def test_config_errors_fail_fast(data_dir, tiny_model_dir, data_root):
+    with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+        select(_cfg(data_dir, tiny_model_dir, data_root, "ratio=0"))
+    with pytest.raises(ConfigError, match="outside the model"):
+        select(_cfg(data_dir, tiny_model_dir, data_root, "selector.layers=[12]"))
+    with pytest.raises(MissingConfigException, match="selector/nope"):
+        compose(["selector=nope"])
+    with pytest.raises(ConfigError, match="not prepared"):
+        select(_cfg(data_dir, tiny_model_dir, data_root, "select.targets=[knowledge]"))
+
+
+def _cli(args, tmp_path, extra_path=""):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in [extra_path, str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
+        if p)}
+    return subprocess.run([sys.executable, "-m", "naitbench.select", *args,
+                           f"hydra.run.dir={tmp_path / 'run'}",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          capture_output=True, text=True, env=env, cwd=REPO)
+
+
+def test_a_new_selector_is_one_module_and_one_config(data_dir, tiny_model_dir, data_root,
+                                                     tmp_path):
+    module_dir, conf_dir = tmp_path / "mods", tmp_path / "conf"
+    (conf_dir / "selector").mkdir(parents=True)
+    module_dir.mkdir()
+    (module_dir / "toy_selector.py").write_text(textwrap.dedent("""
+        import numpy as np
+        from naitbench.select.protocol import Selector
+
+        class LongestResponse(Selector):
+            def score(self, ctx):
+                return np.array([len(r["response"]) for r in ctx.pool], dtype=float)
+    """))
+    (conf_dir / "selector" / "toy.yaml").write_text(
+        "_target_: toy_selector.LongestResponse\nname: toy\n")
+    result = _cli(["--config-dir", str(conf_dir), "selector=toy", "ratio=0.2",
+                   *smoke_overrides(data_dir, tiny_model_dir, data_root)], tmp_path,
+                  str(module_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    kept = read_jsonl(data_dir / "subsets" / "toy-r0.2-s0.jsonl")
+    pool = read_jsonl(data_dir / "pool" / "pool.jsonl")
+    longest = sorted(pool, key=lambda r: (-len(r["response"]), r["id"]))[:10]
+    assert [r["id"] for r in kept] == [r["id"] for r in longest]
+
+
+def test_hydra_multirun_sweeps_layers_and_ratios_on_stored_features(data_dir, tiny_model_dir,
+                                                                     data_root, tmp_path):
+    select(_cfg(data_dir, tiny_model_dir, data_root))      # extraction happens here
+    index = next((data_dir / "features").glob("pool-*")) / "index.json"
+    stamp = index.stat().st_mtime_ns
+    result = _cli(["-m", "selector.layers=[1],[2,3]", "ratio=0.1,0.2", "select.name=null",
+                   *smoke_overrides(data_dir, tiny_model_dir, data_root)], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "features pool.jsonl" not in result.stderr          # no extraction progress bar
+    assert index.stat().st_mtime_ns == stamp
+    assert (data_dir / "subsets" / "nait-code-r0.2-s0.jsonl").exists()
