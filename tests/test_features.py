@@ -51,8 +51,8 @@ def test_hooks_record_the_right_tensors(model_and_tokenizer, batch):
             expected = mlp_inputs[layer][row, resp].mean(0)
             assert torch.allclose(got["mlp.mean"][row, layer], expected, atol=1e-5)
         for layer in range(3):   # hidden_states[i + 1] is block i's output (the last is normed)
-            assert torch.allclose(got["residual.last"][row, layer], hidden[layer + 1][row, resp[-1]],
-                                  atol=1e-5)
+            expected = hidden[layer + 1][row, resp[-1]]
+            assert torch.allclose(got["residual.last"][row, layer], expected, atol=1e-5)
         weights = torch.arange(1, n + 1, dtype=torch.float32)
         expected = (weights[:, None] * hidden[-1][row, :n]).sum(0) / weights.sum()
         assert torch.allclose(got["final.weighted"][row, 0], expected, atol=1e-5)

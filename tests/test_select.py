@@ -11,9 +11,9 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import REPO, smoke_overrides
 from hydra.errors import MissingConfigException
 
-from conftest import REPO, smoke_overrides
 from naitbench.config import ConfigError, compose
 from naitbench.features import FORWARD_PASSES
 from naitbench.io import read_jsonl, write_jsonl
@@ -205,3 +205,25 @@ def test_hydra_multirun_sweeps_layers_and_ratios_on_stored_features(data_dir, ti
     assert "features pool.jsonl" not in result.stderr          # no extraction progress bar
     assert index.stat().st_mtime_ns == stamp
     assert (data_dir / "subsets" / "nait-code-r0.2-s0.jsonl").exists()
+
+
+def test_overlap_and_category_analyses(tmp_path):
+    from naitbench.data.categories import categorise
+    from naitbench.select.analysis import category_scores, main, overlap
+
+    result = overlap({"a": {"1", "2", "3"}, "b": {"2", "3", "4"}, "c": {"3", "5"}})
+    assert result["jaccard"]["a | b"] == pytest.approx(0.5) and result["core"] == ["3"]
+    assert categorise("Write a Python function to sort a list.") == "code"
+    assert categorise("Calculate 15 * 4.") == "math"
+    assert categorise("Write a poem about autumn.") == "writing"
+    assert categorise("Who wrote Hamlet?") == "qa"
+    pool = [{"id": "a", "instruction": "Write a Python loop."},
+            {"id": "b", "instruction": "Write a poem."}, {"id": "c", "instruction": "Hi"}]
+    shares = category_scores([{"id": "a", "score": 3.0}, {"id": "b", "score": 1.0},
+                              {"id": "c", "score": 2.0}], pool, top_ratio=0.34)
+    assert shares["code"]["top_share"] == 1.0 and shares["writing"]["top_share"] == 0.0
+    for name, ids in (("a", ["1", "2"]), ("b", ["2", "3"])):
+        write_jsonl(tmp_path / f"{name}.jsonl", [{"id": i} for i in ids])
+    main(["overlap", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"),
+          "--out", str(tmp_path / "o.json")])
+    assert json.loads((tmp_path / "o.json").read_text())["core"] == ["2"]
