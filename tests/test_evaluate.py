@@ -137,7 +137,7 @@ def test_bits_per_byte_is_reference_given_prompt(scored, full_data, tiny_model_d
     assert row["value"] == pytest.approx(-ll / row["bytes"] / math.log(2), rel=1e-4)
 
 
-def test_adapter_is_scored_through_peft(prepared_smoke, tiny_model_dir, tmp_path):
+def test_adapter_scored_through_peft_and_reruns_identical(prepared_smoke, tiny_model_dir, tmp_path):
     from naitbench.train import MODEL_SUBDIR, load_examples, train
 
     cfg = OmegaConf.to_container(compose(["profile=smoke"]).train)
@@ -154,6 +154,9 @@ def test_adapter_is_scored_through_peft(prepared_smoke, tiny_model_dir, tmp_path
     assert tuned["nb_humaneval_bpb/bits_per_byte"] != base["nb_humaneval_bpb/bits_per_byte"]
     results = OmegaConf.load(tmp_path / "tuned" / "results.json")
     assert results["config"]["model_args"]["peft"] == str(adapter)
+    evaluate(eval_cfg(), tiny_model_dir, tmp_path / "again", data_dir=prepared_smoke, tasks=task)
+    for name in ("results.json", "metrics.json", "samples.jsonl"):  # same config, same bytes
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "base" / name).read_bytes()
 
 
 def test_scores_dirs():

@@ -18,7 +18,13 @@ from naitbench.config import compose
 from naitbench.data.template import format_prompt
 from naitbench.io import read_jsonl, write_jsonl
 from naitbench.models.load import load_tokenizer
-from naitbench.train import MODEL_SUBDIR, TrainingDiverged, load_examples, train
+from naitbench.train import (
+    MODEL_SUBDIR,
+    ResumeMismatch,
+    TrainingDiverged,
+    load_examples,
+    train,
+)
 from naitbench.train.data import IGNORE_INDEX, SubsetError, collate, encode, encode_all
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,6 +173,8 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_model_dir, examples
         train(cfg, tiny_model_dir, examples, tmp_path / "cut", seed=0, save_every_epoch=True,
               callback=stop_at_4)
     assert [p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()] == ["step-00000003"]
+    with pytest.raises(ResumeMismatch, match="another config"):
+        train({**cfg, "lr": 1e-3}, tiny_model_dir, examples, tmp_path / "cut", seed=0)
     resumed = train(cfg, tiny_model_dir, examples, tmp_path / "cut", seed=0,
                     save_every_epoch=True)
     assert resumed["resumed_from_step"] == 3

@@ -8,6 +8,7 @@ at run time that prefix is replaced with the run's data directory and the config
 
 Outputs (in `out_dir`):
   results.json   lm-eval's full results (configs, versions, n-shot, ...), without samples
+                 and the run date (same config -> same bytes)
   metrics.json   {"<task>/<metric>": value} (lm-eval's aggregate, e.g. bits per byte)
   samples.jsonl  one row per task and item: task, doc_id, id (the held-out record id),
                  metric, value, higher_is_better (+ loglikelihood and bytes for bits per
@@ -30,6 +31,7 @@ from naitbench.io import write_json, write_jsonl
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
 DATA_PREFIX = Path("data")
 RESULTS_FILE, METRICS_FILE, SAMPLES_FILE = "results.json", "metrics.json", "samples.jsonl"
+VOLATILE_KEYS = ("samples", "date")  # samples go to samples.jsonl; the date breaks byte equality
 
 
 class EvalConfigError(ValueError):
@@ -170,7 +172,7 @@ def evaluate(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path, out_dir
     out_dir = Path(out_dir)
     metrics = flatten_metrics(results)
     rows = item_rows(results)
-    record = {k: v for k, v in results.items() if k != "samples"}
+    record = {k: v for k, v in results.items() if k not in VOLATILE_KEYS}
     text = json.dumps(record, default=_serialise, indent=2, sort_keys=True, ensure_ascii=False)
     write_json(out_dir / RESULTS_FILE, json.loads(text))
     write_json(out_dir / METRICS_FILE, metrics)

@@ -5,8 +5,14 @@ Public API: `train(cfg, model_dir, examples, out_dir, seed=...) -> metrics` and
 """
 
 from naitbench.train.data import load_examples
-from naitbench.train.loop import METRICS_FILE, MODEL_SUBDIR, TrainingDiverged, train
+from naitbench.train.loop import (
+    METRICS_FILE,
+    MODEL_SUBDIR,
+    ResumeMismatch,
+    TrainingDiverged,
+    train,
+)
 from naitbench.train.paths import checkpoint_dir, run_dir
 
-__all__ = ["METRICS_FILE", "MODEL_SUBDIR", "TrainingDiverged", "checkpoint_dir",
-           "load_examples", "run_dir", "train"]
+__all__ = ["METRICS_FILE", "MODEL_SUBDIR", "ResumeMismatch", "TrainingDiverged",
+           "checkpoint_dir", "load_examples", "run_dir", "train"]

@@ -5,6 +5,7 @@ Layout of one checkpoint directory (`step-<n>` for resume, `epoch-<k>` when ever
   optimizer.pt            the optimizer's state_dict (AdamW moments in the order of
                           state.json's `trainable_params`)
   scheduler.pt            the learning-rate scheduler's state_dict
+  scaler.pt               fp16 only: the gradient scaler's state
   rng-<rank>.pt           python/numpy/torch(/cuda) RNG states of each process
   state.json              progress (step, epoch, batches consumed, loss curve...), fingerprint
   model/                  epoch checkpoints only: a loadable adapter (PEFT) or model directory
@@ -64,6 +65,8 @@ def save_checkpoint(accelerator: Any, path: Path, *, model: Any, optimizer: Any,
         save_file(trainable_state(unwrapped), str(tmp / "trainable.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        if accelerator.scaler is not None:
+            torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
         if save_model_dir:
             unwrapped.save_pretrained(tmp / "model")
         write_json(tmp / STATE_FILE, state)
@@ -104,6 +107,8 @@ def load_checkpoint(accelerator: Any, path: Path, *, model: Any, optimizer: Any,
             params[name].copy_(tensor)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    if accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=False))
     rng_file = path / f"rng-{accelerator.process_index}.pt"
     if not rng_file.exists():
         raise ValueError(f"checkpoint {path} has no RNG state for process "
