@@ -227,3 +227,25 @@ def test_overlap_and_category_analyses(tmp_path):
     main(["overlap", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"),
           "--out", str(tmp_path / "o.json")])
     assert json.loads((tmp_path / "o.json").read_text())["core"] == ["2"]
+
+
+def test_rds_shares_nait_extraction_and_ranks_planted_candidates(data_dir, tiny_model_dir,
+                                                                 data_root):
+    pool = read_jsonl(data_dir / "pool" / "pool.jsonl")
+    code = read_jsonl(data_dir / "targets" / "code" / "indomain.jsonl")
+    planted = [{**pool[0], "id": f"planted{i}", "prompt": r["prompt"],
+                "response": r["response"]} for i, r in enumerate(code[:4])]
+    write_jsonl(data_dir / "pool" / "pool.jsonl", pool + planted)
+    nait = select(_cfg(data_dir, tiny_model_dir, data_root))
+    forward = FORWARD_PASSES["batches"]
+    subsets = [select(_cfg(data_dir, tiny_model_dir, data_root, "selector=rds",
+                           f"selector.aggregation={how}", f"select.name=rds-{how}"))
+               for how in ("max", "round_robin")]
+    assert FORWARD_PASSES["batches"] == forward       # one extraction served NAIT and RDS+
+    manifest = json.loads((nait.parent / "rds-max.manifest.json").read_text())
+    assert manifest["cost"]["shared"]                  # the shared pass is named, not re-run
+    for subset in subsets:
+        kept = [r["id"] for r in read_jsonl(subset)]
+        assert len(kept) == 5 and len(set(kept)) == 5
+    for subset in subsets:   # both aggregations put the planted copies first
+        assert {r["id"] for r in read_jsonl(subset)[:4]} == {f"planted{i}" for i in range(4)}
