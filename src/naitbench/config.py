@@ -52,6 +52,13 @@ def check_layers(layers: Iterable[int], n_layers: int, key: str = "selector.laye
     return out
 
 
+def expected_subsets(runs: Any) -> list[str]:
+    """The subset names the comparison matrix implies (see `runs` in conf/config.yaml)."""
+    names = [f"{m}-{t}-r{r:g}-s0" for m in runs.targeted for t in runs.targets
+             for r in runs.ratios]
+    return names + [f"random-r{r:g}-s{s}" for r in runs.ratios for s in runs.random_seeds]
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Checks that need no model: fail before any expensive work starts."""
     check_ratio(cfg.ratio)
@@ -66,6 +73,13 @@ def validate(cfg: DictConfig) -> DictConfig:
         if name not in cfg.targets:
             raise ConfigError(f"data.prepared_targets names '{name}', which is not a target; "
                               f"known targets: {sorted(cfg.targets)}")
+    if "runs" in cfg and list(cfg.runs.subsets) != expected_subsets(cfg.runs):
+        raise ConfigError(f"runs.subsets does not match runs.targeted/targets/ratios/"
+                          f"random_seeds; it should be {expected_subsets(cfg.runs)}")
+    for name in cfg.get("runs", {}).get("targeted", []):
+        if name not in cfg.get("selectors", {}):
+            raise ConfigError(f"runs.targeted names '{name}', which is not in the selectors "
+                              f"catalogue: {sorted(cfg.get('selectors', {}))}")
     if cfg.target.name not in cfg.data.prepared_targets:
         raise ConfigError(f"target={cfg.target.name} is not prepared by this profile; "
                           f"prepared: {list(cfg.data.prepared_targets)}")

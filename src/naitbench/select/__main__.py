@@ -31,7 +31,11 @@ def select(cfg: DictConfig) -> Path:
     """Score the pool with the configured selector and write the subset files."""
     validate(cfg)
     ratio = check_ratio(cfg.ratio)
-    selector = instantiate(cfg.selector)
+    method = cfg.select.get("method")
+    if method is not None and method not in cfg.selectors:
+        raise ConfigError(f"select.method={method!r} is not in the selectors catalogue "
+                          f"{sorted(cfg.selectors)}")
+    selector = instantiate(cfg.selectors[method] if method else cfg.selector)
     if not isinstance(selector, Selector):
         raise ConfigError(f"selector._target_={cfg.selector._target_} is not a Selector")
     data_dir = Path(cfg.paths.data_dir)
@@ -45,13 +49,15 @@ def select(cfg: DictConfig) -> Path:
         data_dir=data_dir, model_dir=Path(cfg.model.dir), seed=int(cfg.seed))
     name = cfg.select.get("name") or subset_name(selector.name, ratio, int(cfg.seed), targets)
     ctx.cfg = OmegaConf.merge(cfg, {"select": {"name": name}})
+    ctx.artefact_dir(name).mkdir(parents=True, exist_ok=True)
     scores = selector.run(ctx)
     ids = [r["id"] for r in ctx.pool]
     kept = top_ratio(ids, scores, ratio)
     manifest = {"method": selector.name, "targets": targets, "ratio": ratio,
                 "seed": int(cfg.seed), "pool_file": str(pool_file),
                 "pool_hash": file_hash(pool_file), "n_pool": len(ids), "cost": ctx.cost,
-                "selector": OmegaConf.to_container(cfg.selector, resolve=True),
+                "selector": OmegaConf.to_container(cfg.selectors[method] if method
+                                                   else cfg.selector, resolve=True),
                 "model": str(cfg.model.dir)}
     return write_subset(data_dir / "subsets", name, ids, scores, kept, manifest)
 

@@ -1,0 +1,108 @@
+"""The report stage: Markdown + self-contained HTML comparison with seed-level statistics,
+figures for `dvc plots`, a flat comparison JSON, and the W&B comparison."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from naitbench.config import CONF_DIR
+from naitbench.io import atomic_open, read_jsonl, write_json
+from naitbench.report.collect import collect, selection_costs
+from naitbench.report.compare import Row, comparison_rows
+from naitbench.report.figures import arm_label, task_figure
+from naitbench.report.render import html_page, markdown
+from naitbench.select.analysis import overlap
+
+
+def _revision() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True)
+    return result.stdout.strip() or "unknown"
+
+
+def overlap_section(data_dir: Path, ratio_names: dict) -> list[str]:
+    """Jaccard overlap between the subsets of each ratio and the core shared by all."""
+    lines = []
+    for ratio, names in sorted(ratio_names.items()):
+        if len(names) < 2:
+            continue
+        result = overlap({n: {r["id"] for r in read_jsonl(data_dir / "subsets" / f"{n}.jsonl")}
+                          for n in names})
+        lines.append(f"Ratio {ratio:g}: core subset shared by all {len(names)} subsets: "
+                     f"{result['core_size']} samples.")
+        lines += ["", "| pair | Jaccard |", "|---|---|"]
+        lines += [f"| {pair} | {value:.3f} |" for pair, value in result["jaccard"].items()]
+        lines.append("")
+    return lines or ["Fewer than two subsets per ratio: no overlap to show."]
+
+
+def transfer_section(rows: list[Row]) -> list[str]:
+    """Difference to random subsets for every (selection target, evaluation task)."""
+    targeted = [r for r in rows if r.target and r.vs_random]
+    tasks = sorted({r.task for r in targeted})
+    if not targeted:
+        return ["No targeted arm has a random reference yet."]
+    lines = ["| arm (selected for) | " + " | ".join(tasks) + " |",
+             "|---|" + "---|" * len(tasks)]
+    for label in sorted({arm_label(r) for r in targeted}):
+        cells = {r.task: f"{r.vs_random.difference:+.4f}" for r in targeted
+                 if arm_label(r) == label}
+        lines.append(f"| {label} | " + " | ".join(cells.get(t, "-") for t in tasks) + " |")
+    return lines
+
+
+def build_report(cfg: DictConfig) -> Path:
+    """Collect scores, compute statistics, write report.md/.html, figures and comparison.json."""
+    data_dir = Path(cfg.paths.data_dir)
+    out_dir = Path(cfg.report.dir)
+    runs = collect(data_dir)
+    if not runs:
+        raise FileNotFoundError(f"no scored models under {data_dir}/scores: run evaluate first")
+    rows = comparison_rows(runs, n_boot=cfg.report.n_boot, seed=cfg.report.seed)
+    figures = {task: task_figure(rows, task, out_dir / "figures" / f"{task}.png")
+               for task in sorted({r.task for r in rows})}
+    costs = selection_costs(data_dir)
+    by_ratio: dict = {}
+    for run in runs:
+        if run.ratio is not None and run.train_seed == min(
+                r.train_seed for r in runs if r.name.split("/")[0] == run.name.split("/")[0]):
+            by_ratio.setdefault(run.ratio, []).append(run.name.split("/")[0])
+    meta = {"profile": cfg.profile_name, "model": cfg.model.name,
+            "git revision": _revision(), "command": "make repro (dvc repro)",
+            "models scored": str(len(runs))}
+    sections = {"Subset overlap and core subset": overlap_section(data_dir, by_ratio),
+                "Transfer: difference to random subsets (selected for A, scored on B)":
+                    transfer_section(rows),
+                "Notes": list(cfg.report.notes)}
+    text = markdown(f"NAIT-Bench comparison: {cfg.profile_name}", meta, rows, figures, costs,
+                    sections, out_dir)
+    with atomic_open(out_dir / "report.md") as handle:
+        handle.write(text + "\n")
+    with atomic_open(out_dir / "report.html") as handle:
+        handle.write(html_page(f"NAIT-Bench: {cfg.profile_name}", text, figures, out_dir))
+    flat = [{**{k: v for k, v in asdict(r).items() if k not in ("vs_random", "vs_full")},
+             "arm": arm_label(r),
+             "vs_random": asdict(r.vs_random) if r.vs_random else None,
+             "vs_full": asdict(r.vs_full) if r.vs_full else None} for r in rows]
+    write_json(out_dir / "comparison.json", {"rows": flat, "costs": costs})
+    write_json(out_dir / "plot.json", [{"arm": f["arm"], "task": f["task"], "mean": f["mean"]}
+                                       for f in flat])
+    from naitbench.tracking import log_comparison
+
+    log_comparison(cfg.tracking, [{k: v for k, v in f.items() if k != "values"} for f in flat],
+                   figures, config={"profile": cfg.profile_name})
+    return out_dir / "report.md"
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    print(f"report written: {build_report(cfg)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Reading evaluated runs from disk into RunResults (the report imports no stage code).
+
+Layout read: data/scores/base, data/scores/<subset>/seed<k> ({metrics.json, samples.jsonl}),
+data/subsets/<subset>.manifest.json (method, targets, ratio, selection seed, cost).
+Per-item values of a bits-per-byte task are rescaled by n * bytes_i / total bytes, so their
+plain mean equals lm-eval's byte-weighted aggregate and the paired bootstrap resamples the
+same quantity the metrics file reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from naitbench.io import read_jsonl
+from naitbench.report.results import BASE, REFERENCE_FULL, RunResult, TaskScore
+
+SEED_DIR = re.compile(r"seed(\d+)$")
+
+
+def task_scores(score_dir: Path) -> dict[str, TaskScore]:
+    """Every task of one scored model: the metrics-file aggregate and its item values."""
+    metrics = json.loads((score_dir / "metrics.json").read_text())
+    rows_by_task: dict[str, list[dict]] = defaultdict(list)
+    for row in read_jsonl(score_dir / "samples.jsonl"):
+        rows_by_task[row["task"]].append(row)
+    scores = {}
+    for task, rows in sorted(rows_by_task.items()):
+        metric = rows[0]["metric"]
+        if metric == "bits_per_byte":
+            total = sum(r["bytes"] for r in rows)
+            items = {r["id"]: -r["loglikelihood"] / math.log(2) / total * len(rows) for r in rows}
+        else:
+            items = {r["id"]: float(r["value"]) for r in rows}
+        value = metrics.get(f"{task}/{metric}")
+        if value is None:
+            raise KeyError(f"{score_dir}/metrics.json has no {task}/{metric}")
+        scores[task] = TaskScore(metric=metric, higher_is_better=bool(rows[0]["higher_is_better"]),
+                                 value=float(value), items=items)
+    return scores
+
+
+def collect(data_dir: str | Path) -> list[RunResult]:
+    """Every scored model under data_dir/scores, labelled from the subset manifests."""
+    data_dir = Path(data_dir)
+    runs = []
+    base = data_dir / "scores" / BASE
+    if (base / "metrics.json").exists():
+        runs.append(RunResult(method=BASE, target=None, ratio=None, selection_seed=None,
+                              train_seed=None, name=BASE, scores=task_scores(base)))
+    for metrics in sorted((data_dir / "scores").glob("*/seed*/metrics.json")):
+        score_dir = metrics.parent
+        subset, train_seed = score_dir.parent.name, int(SEED_DIR.search(score_dir.name)[1])
+        if subset == REFERENCE_FULL:
+            runs.append(RunResult(method=REFERENCE_FULL, target=None, ratio=None,
+                                  selection_seed=None, train_seed=train_seed,
+                                  name=f"full/seed{train_seed}", scores=task_scores(score_dir)))
+            continue
+        manifest = json.loads((data_dir / "subsets" / f"{subset}.manifest.json").read_text())
+        runs.append(RunResult(method=manifest["method"],
+                              target="+".join(manifest["targets"]) or None,
+                              ratio=manifest["ratio"], selection_seed=manifest["seed"],
+                              train_seed=train_seed, name=f"{subset}/seed{train_seed}",
+                              scores=task_scores(score_dir), cost=manifest["cost"]))
+    return runs
+
+
+def selection_costs(data_dir: str | Path) -> list[dict]:
+    """One row per subset's own selection work, then each shared extraction pass once."""
+    rows, shared = [], {}
+    for path in sorted((Path(data_dir) / "subsets").glob("*.manifest.json")):
+        manifest = json.loads(path.read_text())
+        cost = manifest["cost"]
+        stores = sorted(cost.get("shared", {}))
+        rows.append({"method": manifest["method"], "target": "+".join(manifest["targets"]),
+                     "subset": manifest["name"], "wall_s": cost["wall_s"],
+                     "forward_tokens": cost["forward_tokens"],
+                     "backward_tokens": cost["backward_tokens"],
+                     "note": f"+ shared extraction ({len(stores)} stores)" if stores else ""})
+        for store in stores:
+            entry = shared.setdefault(store, {**cost["shared"][store], "users": set()})
+            entry["users"].add(manifest["method"])
+    for store, entry in sorted(shared.items()):
+        rows.append({"method": "shared extraction", "target": Path(store).name,
+                     "wall_s": entry.get("wall_s", 0.0),
+                     "forward_tokens": entry.get("forward_tokens", 0), "backward_tokens": 0,
+                     "note": "one forward pass used by " + ", ".join(sorted(entry["users"]))})
+    return rows
