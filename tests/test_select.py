@@ -163,7 +163,7 @@ def _cli(args, tmp_path, extra_path=""):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in [extra_path, str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
         if p)}
-    return subprocess.run([sys.executable, "-m", "naitbench.select", *args,
+    return subprocess.run([sys.executable, "-m", "naitbench.select", *args, "tracking=disabled",
                            f"hydra.run.dir={tmp_path / 'run'}",
                            f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                           capture_output=True, text=True, env=env, cwd=REPO)

@@ -209,7 +209,8 @@ def test_two_processes_match_one_with_accumulation(tiny_model_dir, examples, pre
     write_jsonl(tmp_path / "subsets" / "eight.jsonl", [{"id": e["id"]} for e in examples])
     args = ["profile=smoke", f"model.dir={tiny_model_dir}", f"paths.data_dir={tmp_path}",
             "train.subset=eight", "train.batch_size=2", "train.lora.dropout=0.0",
-            "train.epochs=2", f"hydra.run.dir={tmp_path}/hydra", "hydra.output_subdir=null"]
+            "train.epochs=2", f"hydra.run.dir={tmp_path}/hydra", "hydra.output_subdir=null",
+            "tracking=disabled"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
     subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",

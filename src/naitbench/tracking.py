@@ -206,8 +206,8 @@ def start_run(tracking_cfg: Mapping[str, Any], *, stage: str, config: Mapping[st
               group: str, name: str | None = None, tags: Sequence[str] = ()) -> Run:
     """Start the W&B run of one stage execution (see the module doc for grouping and modes)."""
     settings = TrackingSettings.from_cfg(tracking_cfg)
-    if settings.mode == "disabled":
-        return Run(None, settings)
+    if settings.mode == "disabled" or os.environ.get("RANK", "0") != "0":
+        return Run(None, settings)   # under torch.distributed only rank 0 logs
     import wandb
 
     if isinstance(config, DictConfig):

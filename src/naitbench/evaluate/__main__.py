@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from naitbench.config import CONF_DIR, validate
 from naitbench.evaluate import evaluate, resolve_model, scores_dir
+from naitbench.tracking import start_run
 from naitbench.train import MODEL_SUBDIR, run_dir
 
 
@@ -18,8 +19,12 @@ def main(cfg: DictConfig) -> None:
     trained = None if subset is None else run_dir(cfg.paths.data_dir, subset, seed) / MODEL_SUBDIR
     model_dir, adapter_dir = resolve_model(cfg.model.dir, trained)
     out = scores_dir(cfg.paths.data_dir, subset, seed)
-    metrics = evaluate(cfg.eval, model_dir, out, data_dir=cfg.paths.data_dir,
-                       adapter_dir=adapter_dir)
+    group = "base" if subset is None else f"{subset}-s{seed}"
+    with start_run(cfg.tracking, stage="evaluate", config=cfg, group=group) as run:
+        metrics = evaluate(cfg.eval, model_dir, out, data_dir=cfg.paths.data_dir,
+                           adapter_dir=adapter_dir)
+        run.log_summary(metrics)
+        run.log_artefacts({"metrics": out / "metrics.json", "samples": out / "samples.jsonl"})
     print(f"scored {subset or 'base'}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
           + f" -> {out}")
 

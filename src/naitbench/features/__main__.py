@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from naitbench.config import CONF_DIR, validate
 from naitbench.features.store import ensure_features
 from naitbench.io import write_json
+from naitbench.tracking import start_run
 
 
 def extract_all(cfg: DictConfig) -> dict:
@@ -32,7 +33,14 @@ def extract_all(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    for name, info in extract_all(cfg).items():
+    with start_run(cfg.tracking, stage="features", config=cfg, group="features") as run:
+        summary = extract_all(cfg)
+        run.log_costs(wall_time_s=sum(i["this_call"]["wall_s"] for i in summary.values()),
+                      forward_tokens=sum(i["this_call"]["forward_tokens"]
+                                         for i in summary.values()))
+        run.log_artefacts({name: Path(info["store"]) / "index.json"
+                           for name, info in summary.items()})
+    for name, info in summary.items():
         print(f"{name}: {info['store']} ({info['build_cost']['forward_tokens']} tokens)")
 
 

@@ -5,6 +5,7 @@ Hydra app on conf/; `-m` sweeps (layers, ratios) reuse the stored features.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import hydra
@@ -15,6 +16,7 @@ from naitbench.config import CONF_DIR, ConfigError, check_ratio, validate
 from naitbench.io import file_hash, read_jsonl
 from naitbench.select.protocol import SelectionContext, Selector
 from naitbench.select.subset import subset_name, top_ratio, write_subset
+from naitbench.tracking import start_run
 
 
 def selection_targets(cfg: DictConfig) -> list[str]:
@@ -64,7 +66,15 @@ def select(cfg: DictConfig) -> Path:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    print(f"subset written: {select(cfg)}")
+    with start_run(cfg.tracking, stage="select", config=cfg,
+                   group=cfg.select.get("name") or "select") as run:
+        path = select(cfg)
+        manifest = json.loads(path.with_suffix(".manifest.json").read_text())
+        cost = manifest["cost"]
+        run.log_costs(wall_time_s=cost["wall_s"], forward_tokens=cost["forward_tokens"],
+                      backward_tokens=cost["backward_tokens"])
+        run.log_artefacts({"subset": path, "pool": manifest["pool_file"]})
+    print(f"subset written: {path}")
 
 
 if __name__ == "__main__":
