@@ -212,7 +212,7 @@ def test_overlap_and_category_analyses(tmp_path):
     from naitbench.select.analysis import category_scores, main, overlap
 
     result = overlap({"a": {"1", "2", "3"}, "b": {"2", "3", "4"}, "c": {"3", "5"}})
-    assert result["jaccard"]["a | b"] == pytest.approx(0.5) and result["core"] == ["3"]
+    assert result["jaccard"]["a vs b"] == pytest.approx(0.5) and result["core"] == ["3"]
     assert categorise("Write a Python function to sort a list.") == "code"
     assert categorise("Calculate 15 * 4.") == "math"
     assert categorise("Write a poem about autumn.") == "writing"

@@ -84,3 +84,9 @@ def test_compare_says_inside_noise_when_seeds_cannot_resolve_it():
 def test_items_must_overlap():
     with pytest.raises(ValueError, match="share no evaluation items"):
         common_items([{"a": 1.0}], [{"b": 1.0}])
+
+
+def test_single_replicates_say_seed_noise_cannot_be_assessed():
+    result = compare([_flat(0.8)], [_flat(0.5)], higher_is_better=True, n_boot=100)
+    assert math.isinf(result.detectable)
+    assert result.verdict(True).startswith("seed noise cannot be assessed")

@@ -17,6 +17,7 @@ items do, so seeds are the unit of replication: a method's result is a set of re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -39,6 +40,9 @@ class Comparison:
 
     def verdict(self, higher_is_better: bool) -> str:
         """The comparison in words, saying when the difference is inside seed noise."""
+        if math.isinf(self.detectable):
+            return ("seed noise cannot be assessed: one replicate on each side, so the "
+                    "interval reflects evaluation items only")
         if self.inside_noise:
             reason = ("the interval includes zero" if self.low <= 0 <= self.high
                       else "it is smaller than the seeds can resolve")

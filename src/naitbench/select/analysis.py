@@ -24,7 +24,7 @@ def overlap(subsets: dict[str, set[str]]) -> dict:
     """Jaccard index of every pair and the ids common to all subsets."""
     if len(subsets) < 2:
         raise ValueError("overlap needs at least two subsets")
-    pairs = {f"{a} | {b}": len(subsets[a] & subsets[b]) / len(subsets[a] | subsets[b])
+    pairs = {f"{a} vs {b}": len(subsets[a] & subsets[b]) / len(subsets[a] | subsets[b])
              for a, b in combinations(sorted(subsets), 2)}
     core = sorted(set.intersection(*subsets.values()))
     return {"jaccard": pairs, "core": core, "core_size": len(core),

@@ -1,0 +1,63 @@
+"""The smoke profile's whole `dvc repro` in a temporary copy of the repository: every stage
+runs, the report's numbers match the metrics files, and a second `dvc repro` does nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    return result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_end_to_end(tmp_path, data_root):
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    copy = tmp_path / "repo"
+    for rel in files:
+        if (REPO / rel).is_file():
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, copy / rel)
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": f"{copy / 'src'}{os.pathsep}{copy}", "WANDB_MODE": "offline",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    _run([sys.executable, "-m", "dvc", "config", "core.no_scm", "true"], copy, env)
+    _run([sys.executable, "-m", "naitbench.config", "dump", "profile=smoke",
+          f"paths.data_root={data_root}", "tracking=disabled"], copy, env)
+    first = _run([sys.executable, "-m", "dvc", "repro"], copy, env)
+    for stage in ("features", "select@nait-code-0.1", "select_random@0.1-2", "train_full@0",
+                  "evaluate_base", "report"):
+        assert f"Running stage '{stage}'" in first
+    data = copy / "data"
+    rows = json.loads((data / "report" / "comparison.json").read_text())["rows"]
+    assert {r["arm"] for r in rows} >= {"base", "full", "nait/code/0.1", "random/0.1",
+                                         "rds/code/0.1"}
+    for row in rows:
+        if row["arm"] == "random/0.1":
+            dirs = [data / "scores" / f"random-r0.1-s{s}" / "seed0" for s in range(3)]
+        elif row["arm"] in ("base", "full"):
+            dirs = [data / "scores" / ("base" if row["arm"] == "base" else "full/seed0")]
+        else:
+            method, target, _ = row["arm"].split("/")
+            dirs = [data / "scores" / f"{method}-{target}-r0.1-s0" / "seed0"]
+        values = [json.loads((d / "metrics.json").read_text())[f"{row['task']}/{row['metric']}"]
+                  for d in dirs]
+        assert row["values"] == pytest.approx(values)
+        assert row["mean"] == pytest.approx(sum(values) / len(values))
+    report = (data / "report" / "report.md").read_text()
+    assert "rank" in report and "Selection cost" in report
+    assert "data:image/png;base64," in (data / "report" / "report.html").read_text()
+    second = _run([sys.executable, "-m", "dvc", "repro"], copy, env)
+    assert "Running stage" not in second
