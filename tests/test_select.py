@@ -204,7 +204,9 @@ def test_hydra_multirun_sweeps_layers_and_ratios_on_stored_features(data_dir, ti
     assert result.returncode == 0, result.stderr[-2000:]
     assert "features pool.jsonl" not in result.stderr          # no extraction progress bar
     assert index.stat().st_mtime_ns == stamp
-    assert (data_dir / "subsets" / "nait-code-r0.2-s0.jsonl").exists()
+    swept = sorted(p.name for p in (data_dir / "subsets").glob("nait-code-r0.*-s0-*.jsonl")
+                   if not p.name.endswith(".scores.jsonl"))
+    assert len(swept) == 4 and len({n.rsplit("-", 1)[1] for n in swept}) == 2   # 2 layer sets
 
 
 def test_overlap_and_category_analyses(tmp_path):

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from naitbench.config import CONF_DIR, ConfigError, check_ratio, validate
-from naitbench.io import file_hash, read_jsonl
+from naitbench.io import content_hash, file_hash, read_jsonl
 from naitbench.select.protocol import SelectionContext, Selector
 from naitbench.select.subset import subset_name, top_ratio, write_subset
 from naitbench.tracking import start_run
@@ -27,6 +27,19 @@ def selection_targets(cfg: DictConfig) -> list[str]:
             raise ConfigError(f"select.targets: '{name}' is not prepared by this profile "
                               f"(prepared: {list(cfg.data.prepared_targets)})")
     return list(chosen)
+
+
+def default_name(cfg: DictConfig, method: str, ratio: float, targets: list[str]) -> str:
+    """`<method>[-<targets>]-r<ratio>-s<seed>`, plus a short hash of the selector config when
+    it differs from the catalogue's (so a sweep over e.g. layers writes distinct subsets)."""
+    name = subset_name(method, ratio, int(cfg.seed), targets)
+    chosen = cfg.selectors[cfg.select.method] if cfg.select.get("method") else cfg.selector
+    reference = cfg.get("selectors", {}).get(method)
+    if reference is not None and OmegaConf.to_container(reference) != OmegaConf.to_container(
+            chosen):
+        name += "-" + content_hash(json.dumps(OmegaConf.to_container(chosen, resolve=True),
+                                              sort_keys=True), length=6)
+    return name
 
 
 def select(cfg: DictConfig) -> Path:
@@ -49,7 +62,7 @@ def select(cfg: DictConfig) -> Path:
         cfg=cfg, pool=read_jsonl(pool_file),
         targets={t: read_jsonl(data_dir / "targets" / t / "indomain.jsonl") for t in targets},
         data_dir=data_dir, model_dir=Path(cfg.model.dir), seed=int(cfg.seed))
-    name = cfg.select.get("name") or subset_name(selector.name, ratio, int(cfg.seed), targets)
+    name = cfg.select.get("name") or default_name(cfg, selector.name, ratio, targets)
     ctx.cfg = OmegaConf.merge(cfg, {"select": {"name": name}})
     ctx.artefact_dir(name).mkdir(parents=True, exist_ok=True)
     scores = selector.run(ctx)
