@@ -32,6 +32,15 @@ def data_dir(tmp_path, prepared_smoke):
     return copy
 
 
+def _plant_code_copies(data_dir, n: int) -> None:
+    """Append copies of the first `n` code in-domain samples to the pool as planted{i}."""
+    pool = read_jsonl(data_dir / "pool" / "pool.jsonl")
+    code = read_jsonl(data_dir / "targets" / "code" / "indomain.jsonl")
+    planted = [{**pool[0], "id": f"planted{i}", "prompt": r["prompt"],
+                "response": r["response"]} for i, r in enumerate(code[:n])]
+    write_jsonl(data_dir / "pool" / "pool.jsonl", pool + planted)
+
+
 def _cfg(data_dir, tiny_model_dir, data_root, *extra):
     return compose([*smoke_overrides(data_dir, tiny_model_dir, data_root), *extra])
 
@@ -131,11 +140,7 @@ def test_nait_subset_is_deterministic_and_a_layer_sweep_needs_no_forward_pass(
 
 def test_planted_pool_records_rank_first_with_the_real_model(data_dir, tiny_model_dir,
                                                              data_root):
-    pool = read_jsonl(data_dir / "pool" / "pool.jsonl")
-    code = read_jsonl(data_dir / "targets" / "code" / "indomain.jsonl")
-    planted = [{**pool[0], "id": f"planted{i}", "prompt": r["prompt"],
-                "response": r["response"]} for i, r in enumerate(code[:5])]
-    write_jsonl(data_dir / "pool" / "pool.jsonl", pool + planted)
+    _plant_code_copies(data_dir, 5)
     subset = select(_cfg(data_dir, tiny_model_dir, data_root, "ratio=0.1"))
     assert {r["id"] for r in read_jsonl(subset)} >= {f"planted{i}" for i in range(5)}
 
@@ -233,11 +238,7 @@ def test_overlap_and_category_analyses(tmp_path):
 
 def test_rds_shares_nait_extraction_and_ranks_planted_candidates(data_dir, tiny_model_dir,
                                                                  data_root):
-    pool = read_jsonl(data_dir / "pool" / "pool.jsonl")
-    code = read_jsonl(data_dir / "targets" / "code" / "indomain.jsonl")
-    planted = [{**pool[0], "id": f"planted{i}", "prompt": r["prompt"],
-                "response": r["response"]} for i, r in enumerate(code[:4])]
-    write_jsonl(data_dir / "pool" / "pool.jsonl", pool + planted)
+    _plant_code_copies(data_dir, 4)
     nait = select(_cfg(data_dir, tiny_model_dir, data_root))
     forward = FORWARD_PASSES["batches"]
     subsets = [select(_cfg(data_dir, tiny_model_dir, data_root, "selector=rds",

@@ -72,12 +72,19 @@ def _gsm8k_record(name: str, row: dict, template: str) -> dict:
                     "reference": response})
 
 
-def build_gsm8k(name: str, spec: Mapping, template: str, read: Reader) -> Split:
+def _train_heldout(name: str, spec: Mapping, template: str, read: Reader, rules: dict,
+                   make: Callable, parts: tuple[str, str]) -> Split:
+    """In-domain sample from one split, held-out sample from another (seeded)."""
     rng = random.Random(spec["seed"])
-    train = [_gsm8k_record(name, r, template) for _, r in read.part("train", GSM8K_RULES)]
-    test = [_gsm8k_record(name, r, template) for _, r in read.part("test", GSM8K_RULES)]
-    return (_sample(train, spec["indomain_size"], rng), _sample(test, spec["heldout_size"], rng),
-            {"train_read": len(train), "test_read": len(test)})
+    first, second = ([make(name, r, template) for _, r in read.part(part, rules)]
+                     for part in parts)
+    return (_sample(first, spec["indomain_size"], rng), _sample(second, spec["heldout_size"], rng),
+            {f"{parts[0]}_read": len(first), f"{parts[1]}_read": len(second)})
+
+
+def build_gsm8k(name: str, spec: Mapping, template: str, read: Reader) -> Split:
+    return _train_heldout(name, spec, template, read, GSM8K_RULES, _gsm8k_record,
+                          ("train", "test"))
 
 
 # ---------------------------------------------------------------- HumanEval (code)
@@ -219,11 +226,8 @@ def _tydiqa_record(name: str, row: dict, template: str) -> dict:
 
 
 def build_tydiqa(name: str, spec: Mapping, template: str, read: Reader) -> Split:
-    rng = random.Random(spec["seed"])
-    train = [_tydiqa_record(name, r, template) for _, r in read.part("train", TYDIQA_RULES)]
-    dev = [_tydiqa_record(name, r, template) for _, r in read.part("dev", TYDIQA_RULES)]
-    return (_sample(train, spec["indomain_size"], rng), _sample(dev, spec["heldout_size"], rng),
-            {"train_read": len(train), "dev_read": len(dev)})
+    return _train_heldout(name, spec, template, read, TYDIQA_RULES, _tydiqa_record,
+                          ("train", "dev"))
 
 
 BUILDERS: dict[str, Callable[..., Split]] = {
