@@ -12,9 +12,17 @@ from conftest import smoke_overrides
 from baselines.ifd import IFDSelector, ifd_scores
 from baselines.knn import KNNSelector
 from baselines.perplexity import PerplexitySelector
+from baselines.selectit import (
+    SelectITSelector,
+    expected_rating,
+    model_weighted,
+    rating_probabilities,
+    sentence_score,
+)
 from naitbench.config import compose
 from naitbench.io import read_jsonl
 from naitbench.models.load import load_model, load_tokenizer
+from naitbench.models.prepare import prepare_model
 from naitbench.select.__main__ import select
 from naitbench.select.losses import response_losses
 from naitbench.select.protocol import SelectionContext
@@ -106,3 +114,43 @@ def test_knn_planted_target_copies_rank_first_with_cosine_one(data_dir, tiny_mod
     assert (scores[:20] < 1.0 - 1e-4).all() and ctx.cost["forward_tokens"] > 0
     with pytest.raises(ValueError, match="unknown aggregation"):
         KNNSelector("knn", aggregate="median")
+
+
+def test_selectit_levels(data_dir, tiny_model_dir, data_root, tmp_path):
+    ctx = _ctx(data_dir, tiny_model_dir, data_root, n=5)
+    model, tokenizer = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    texts = [f"{r['instruction']}\nScore 1-5:" for r in ctx.pool]
+    probs, _ = rating_probabilities(model, tokenizer, texts, 5, max_length=512, batch_size=2)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-9)
+    alone, _ = rating_probabilities(model, tokenizer, texts[3:4], 5, max_length=512,
+                                    batch_size=1)
+    np.testing.assert_allclose(probs[3], alone[0], atol=1e-5)     # padding does not leak
+    assert expected_rating(probs).min() >= 1.0 and expected_rating(probs).max() <= 5.0
+    ratings = np.array([[1.0, 3.0], [2.0, 2.0]])
+    np.testing.assert_allclose(sentence_score(ratings, 0.5), [2.0 / 1.5, 2.0])
+    np.testing.assert_allclose(model_weighted([np.array([1.0]), np.array([4.0])], [1, 3]),
+                               [3.25])
+    other = tmp_path / "tiny-seed1"
+    prepare_model(compose(["profile=smoke", f"model.dir={other}", "model.seed=1",
+                            "model.layers=2"]).model)
+    prompts = ["{instruction}\n{response}\nRate 1-{k}:", "Rate 1-{k}. {response}\nRating:"]
+    both = SelectITSelector("selectit", prompts=prompts, k=4, alpha=0.3,
+                            models=[None, str(other)]).run(ctx)
+    singles = [SelectITSelector("selectit", prompts=prompts, k=4, alpha=0.3,
+                                models=[m]).run(ctx) for m in (None, str(other))]
+    sizes = [sum(p.numel() for p in load_model(d).parameters()) for d in (tiny_model_dir, other)]
+    assert sizes[0] != sizes[1]
+    np.testing.assert_allclose(both, model_weighted(singles, sizes))
+    with pytest.raises(ValueError, match="distinct"):
+        SelectITSelector("selectit", prompts=["a", "a"])
+
+
+@pytest.mark.parametrize("name", ["length", "perplexity", "ifd", "knn", "selectit"])
+def test_baseline_configs_instantiate(name, tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose(["profile=smoke", f"selector={name}", f"paths.data_dir={tmp_path}"])
+    selector = instantiate(cfg.selector)
+    assert selector.name == name
+    if name == "selectit":
+        assert selector.models[0] is None and selector.models[1].endswith("gemma3-270m")
