@@ -3,7 +3,8 @@
 1. Warmup: LoRA-train the base model on a seeded random share of the pool for a few epochs,
    keeping every epoch's checkpoint (weights, AdamW state, mean learning rate).
 2. For each checkpoint k: per-candidate gradients g of the mean response loss w.r.t. the LoRA
-   parameters, turned into Adam update directions with that checkpoint's moments
+   parameters (exact, batched with torch.func vmap), turned into Adam update directions
+   with that checkpoint's moments
    (m' = b1 m + (1-b1) g, v' = b2 v + (1-b2) g^2, bias-corrected at step t+1,
    d = m'_hat / (sqrt(v'_hat) + eps)); the target samples' plain gradients g.
 3. Both are projected to `proj_dim` with a fixed Rademacher matrix (entries +-1/sqrt(dim),
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
+from torch.func import functional_call, grad, vmap
 from tqdm import tqdm
 
 from naitbench.io import content_hash
@@ -32,28 +35,53 @@ from naitbench.models.load import load_tokenizer
 from naitbench.select.aggregate import zscore_mean
 from naitbench.select.protocol import SelectionContext, Selector
 from naitbench.train import METRICS_FILE, train
-from naitbench.train.data import IGNORE_INDEX, encode
+from naitbench.train.data import IGNORE_INDEX, collate, encode
 from naitbench.train.loop import _build_model
 
 
+def _mean_response_loss(model: Any, params: dict, frozen: dict, ids: torch.Tensor,
+                        mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One right-padded sample's mean response loss as a function of `params` (for vmap).
+
+    The causal + padding mask is passed explicitly as a 4D additive mask, so no
+    data-dependent branch of the model's mask construction runs under vmap."""
+    length = ids.shape[0]
+    allowed = torch.tril(torch.ones(length, length, dtype=torch.bool, device=ids.device))
+    allowed = allowed & mask.bool()[None, :]
+    additive = torch.where(allowed, 0.0, torch.finfo(torch.float32).min)[None, None]
+    logits = functional_call(model, (params, frozen), args=(), kwargs={
+        "input_ids": ids[None], "attention_mask": additive,
+        "position_ids": torch.arange(length, device=ids.device)[None]}).logits[0, :-1]
+    targets = labels[1:]
+    weight = (targets != IGNORE_INDEX).float()
+    token_loss = torch.nn.functional.cross_entropy(logits.float(), targets.clamp(min=0),
+                                                   reduction="none")
+    return (token_loss * weight).sum() / weight.sum()
+
+
 def per_sample_grads(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
-                     max_length: int) -> tuple[torch.Tensor, int]:
+                     max_length: int, batch_size: int = 8) -> tuple[torch.Tensor, int]:
     """[n, D] gradients of each sample's mean response-token loss w.r.t. the trainable
-    parameters (flattened in named_parameters order); one unpadded backward per sample, so
-    exact. Returns also the tokens processed."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    rows, tokens = [], 0
-    for prompt, response in tqdm(pairs, desc="gradients", leave=False):
-        enc = encode(tokenizer, prompt, response)
-        ids = torch.tensor([enc["input_ids"][:max_length]], device=params[0].device)
-        labels = torch.tensor([enc["labels"][:max_length]], device=params[0].device)
-        if (labels[:, 1:] == IGNORE_INDEX).all():
-            raise ValueError(f"a sample keeps no response token within max_length={max_length}")
-        loss = model(input_ids=ids, labels=labels).loss
-        grads = torch.autograd.grad(loss, params)
-        rows.append(torch.cat([g.flatten() for g in grads]).float())
-        tokens += ids.shape[1]
-    return torch.stack(rows), tokens
+    parameters (flattened in named_parameters order), in batches with torch.func
+    (vmap over grad: exact per-sample gradients); and the tokens processed."""
+    device = next(model.parameters()).device
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    encoded = [{k: v[:max_length] for k, v in encode(tokenizer, p, r).items()} for p, r in pairs]
+    if any(all(x == IGNORE_INDEX for x in e["labels"][1:]) for e in encoded):
+        raise ValueError(f"a sample keeps no response token within max_length={max_length}")
+    per_sample = vmap(grad(partial(_mean_response_loss, model)), in_dims=(None, None, 0, 0, 0))
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
+    out = torch.zeros(len(encoded), sum(p.numel() for p in params.values()), device=device)
+    tokens = 0
+    for start in tqdm(range(0, len(order), batch_size), desc="gradients", leave=False):
+        rows = order[start:start + batch_size]
+        batch = collate([encoded[i] for i in rows], tokenizer.pad_token_id)
+        grads = per_sample(params, frozen, *(batch[k].to(device) for k in
+                                             ("input_ids", "attention_mask", "labels")))
+        out[rows] = torch.cat([grads[n].flatten(1) for n in params], dim=1).float()
+        tokens += int(batch["attention_mask"].sum())
+    return out, tokens
 
 
 def adam_direction(grads: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
@@ -95,13 +123,14 @@ class LESSSelector(Selector):
     targeted = True
 
     def __init__(self, name: str, warmup_ratio: float = 0.05, warmup_epochs: int = 4,
-                 proj_dim: int = 8192, max_length: int = 1024,
+                 proj_dim: int = 8192, max_length: int = 1024, grad_batch_size: int = 8,
                  train: Mapping[str, Any] | None = None, **kwargs):
         super().__init__(name, **kwargs)
         if not 0 < warmup_ratio <= 1 or warmup_epochs < 1 or proj_dim < 1:
             raise ValueError("less: warmup_ratio in (0, 1], warmup_epochs >= 1, proj_dim >= 1")
         self.warmup_ratio, self.warmup_epochs = warmup_ratio, warmup_epochs
         self.proj_dim, self.max_length = proj_dim, max_length
+        self.grad_batch_size = grad_batch_size
         self.train_overrides = dict(train or {})
 
     def _warmup(self, ctx: SelectionContext, root: Path) -> tuple[Path, dict]:
@@ -126,7 +155,7 @@ class LESSSelector(Selector):
             return np.load(path)
         grads, tokens = per_sample_grads(model, tokenizer,
                                          [(r["prompt"], r["response"]) for r in records],
-                                         self.max_length)
+                                         self.max_length, self.grad_batch_size)
         ctx.add_cost(forward_tokens=tokens, backward_tokens=tokens)
         if optimizer is not None:
             states = [optimizer["state"][i] for i in sorted(optimizer["state"])]

@@ -17,19 +17,24 @@ from naitbench.train.data import collate, encode
 from naitbench.train.loop import _build_model, _response_loss_sum
 
 
-def test_per_sample_grads_match_a_padded_batch_gradient(prepared_smoke, tiny_model_dir):
+def test_batched_per_sample_grads_match_per_example_autograd(prepared_smoke, tiny_model_dir):
     cfg = compose(["profile=smoke"])
     model = _build_model(cfg.train, tiny_model_dir).eval()
     tokenizer = load_tokenizer(tiny_model_dir)
     pool = read_jsonl(prepared_smoke / "pool" / "pool.jsonl")[:3]
     pairs = [(r["prompt"], r["response"]) for r in pool]
-    grads, tokens = per_sample_grads(model, tokenizer, pairs, max_length=96)
+    grads, tokens = per_sample_grads(model, tokenizer, pairs, max_length=96, batch_size=2)
     encoded = [{k: v[:96] for k, v in encode(tokenizer, p, r).items()} for p, r in pairs]
     counts = torch.tensor([sum(x != -100 for x in e["labels"][1:]) for e in encoded])
     params = [p for p in model.parameters() if p.requires_grad]
     summed = torch.autograd.grad(
         _response_loss_sum(model, collate(encoded, tokenizer.pad_token_id)), params)
     flat = torch.cat([g.flatten() for g in summed])
+    for row, e in enumerate(encoded):                  # each equals its own unpadded autograd
+        alone = torch.autograd.grad(model(input_ids=torch.tensor([e["input_ids"]]),
+                                          labels=torch.tensor([e["labels"]])).loss, params)
+        torch.testing.assert_close(grads[row], torch.cat([g.flatten() for g in alone]),
+                                   rtol=1e-4, atol=1e-6)
     torch.testing.assert_close((grads * counts[:, None]).sum(0), flat, rtol=1e-4, atol=1e-5)
     assert grads.shape == (3, flat.numel()) and tokens == sum(len(e["input_ids"])
                                                               for e in encoded)
