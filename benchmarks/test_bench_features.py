@@ -105,6 +105,7 @@ def test_cost_growth_with_pool_size(benchmark, bench_model, bench_source, bench_
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             rows[factor] = {"time_s": elapsed, "tokens": cost["forward_tokens"],
+                            "ms_per_token": 1000 * elapsed / cost["forward_tokens"],
                             "peak_mb": peak / 2**20}
 
     benchmark.pedantic(grow, rounds=1, iterations=1)
