@@ -34,6 +34,7 @@ def test_two_processes_match_one(tiny_model_dir, prepared_smoke, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "features" / "summary.json").read_text())
     assert set(summary) == {"pool", "code", "math"}
+    assert {info["num_processes"] for info in summary.values()} == {2}
     two = FeatureStore(summary["pool"]["store"])
     assert not list(two.path.glob("index.rank*.json"))
     assert summary["pool"]["this_call"]["forward_tokens"] > 0, summary
