@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from naitbench.features import FeatureStore, ensure_features
 
@@ -45,3 +46,22 @@ def test_two_processes_match_one(tiny_model_dir, prepared_smoke, tmp_path):
     assert two.cost["forward_tokens"] == cost["forward_tokens"]
     for spec in SPECS:
         np.testing.assert_allclose(two.load(spec), one.load(spec), atol=2e-5)
+
+
+def test_parts_left_by_an_interrupted_run_are_folded_in(tiny_model_dir, prepared_smoke,
+                                                        tmp_path):
+    """A rank's index part from a killed data-parallel run counts: only the rest is computed."""
+    pool = prepared_smoke / "pool" / "pool.jsonl"
+    kwargs = {"root": tmp_path, "max_length": 128, "shard_size": 16}
+    with pytest.raises(RuntimeError, match="interrupted"):
+        ensure_features(pool, tiny_model_dir, SPECS, fail_after_shards=2, **kwargs)
+    store = next(tmp_path.iterdir())
+    (store / "index.json").rename(store / "index.rank001.json")   # as rank 1 left it
+    resumed, cost = ensure_features(pool, tiny_model_dir, SPECS, **kwargs)
+    full, full_cost = ensure_features(pool, tiny_model_dir, SPECS, **{**kwargs,
+                                                                      "root": tmp_path / "b"})
+    assert not list(store.glob("index.rank*.json"))
+    assert 0 < cost["forward_tokens"] < full_cost["forward_tokens"]
+    assert resumed.cost["forward_tokens"] == full_cost["forward_tokens"]
+    for spec in SPECS:
+        np.testing.assert_allclose(resumed.load(spec), full.load(spec), atol=2e-5)
