@@ -34,6 +34,12 @@ repro: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+## Performance benchmarks (benchmarks/, not part of `make test`); BENCHMARKS.md explains
+## NAITBENCH_BENCH_MODEL / NAITBENCH_BENCH_DATA / NAITBENCH_BENCH_N for real-size numbers.
+bench: $(STAMP)
+	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=min,mean,rounds \
+		--benchmark-json=benchmark-results.json
+
 lint: $(STAMP)
 	$(BIN)/ruff check src baselines tests
 

@@ -1,8 +1,13 @@
 """The features stage: one extraction pass over the pool and every prepared target's
-in-domain set, recording every configured spec (all layers) for later selectors."""
+in-domain set, recording every configured spec (all layers) for later selectors.
+
+Several GPUs: `accelerate launch --multi_gpu --num_processes N -m naitbench.features ...`
+(several CPU processes: the same with ACCELERATE_USE_CPU=1); each process extracts its own
+range of shards and rank 0 merges the index (see naitbench.features.store)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import hydra
@@ -21,13 +26,23 @@ def extract_all(cfg: DictConfig) -> dict:
     files = {"pool": data_dir / "pool" / "pool.jsonl"}
     files.update({t: data_dir / "targets" / t / "indomain.jsonl"
                   for t in cfg.data.prepared_targets})
+    device, main_process, processes = None, True, 1
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # launched by accelerate / torchrun
+        from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
+
+        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator
+        device, main_process = str(state.device), state.is_main_process
+        processes = state.num_processes
     summary = {}
     for name, path in files.items():
         store, cost = ensure_features(path, cfg.model.dir, list(fcfg.specs), root=fcfg.root,
                                       max_length=fcfg.max_length, batch_size=fcfg.batch_size,
-                                      shard_size=fcfg.shard_size)
-        summary[name] = {"store": str(store.path), "build_cost": store.cost, "this_call": cost}
-    write_json(Path(fcfg.root) / "summary.json", summary)
+                                      shard_size=fcfg.shard_size, device=device)
+        summary[name] = {"store": str(store.path), "build_cost": store.cost, "this_call": cost,
+                         "num_processes": processes}
+    if main_process:
+        write_json(Path(fcfg.root) / "summary.json", summary)
     return summary
 
 

@@ -6,6 +6,12 @@ and an `index.json` with each shard's sha256. Shards are written atomically and 
 after each shard, so an interrupted extraction resumes at the first missing shard; a shard
 whose checksum does not match is recomputed, never used. Only one shard's activations are
 in memory at a time, and reading maps the shards instead of loading them.
+
+Data-parallel extraction (`accelerate launch` / torchrun, torch.distributed initialised):
+each rank extracts a contiguous range of the missing shards, so ranks write disjoint shard
+files, and records them in its own `index.rank<r>.json` part; after a barrier rank 0 folds the
+parts into `index.json` in shard order (the same index a single process writes, but for the
+summed cost) and removes them. Parts left by an interrupted run are folded in on the next call.
 """
 
 from __future__ import annotations
@@ -117,6 +123,42 @@ def _verified(path: Path, shard: dict) -> dict:
     return good
 
 
+def _dist() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _fold_parts(path: Path, index: dict) -> dict:
+    """Add the shards and cost of every rank's index part to `index` (shard order, summed
+    tokens and batches, the slowest rank's wall time), delete the parts, return the index."""
+    shards = {s["start"]: s for s in index["shards"]}
+    parts = sorted(path.glob("index.rank*.json"))
+    if not parts:
+        return index
+    cost, wall = dict(index.get("cost", {})), 0.0
+    for part_path in parts:
+        part = json.loads(part_path.read_text())
+        for shard in part["shards"]:
+            known = shards.setdefault(shard["start"], {**shard, "files": {}})
+            known["files"].update(shard["files"])
+        for key in ("forward_tokens", "batches"):
+            cost[key] = cost.get(key, 0) + part["cost"].get(key, 0)
+        wall = max(wall, part["cost"].get("wall_s", 0.0))
+    cost["wall_s"] = cost.get("wall_s", 0.0) + wall
+    index["shards"], index["cost"] = [shards[s] for s in sorted(shards)], cost
+    write_json(path / INDEX, index)
+    for part_path in parts:
+        part_path.unlink()
+    return index
+
+
 def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequence[str],
                     *, root: str | Path, max_length: int = 512, batch_size: int = 8,
                     shard_size: int = 256, device: str | None = None,
@@ -134,9 +176,15 @@ def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequ
     records = read_jsonl(records_file)
     ids = [r["id"] for r in records]
     index_path = path / INDEX
+    rank, world = _dist()
     index = (json.loads(index_path.read_text()) if index_path.exists() else
              {"records_file": str(records_file), "model_dir": str(model_dir), "ids": ids,
               "max_length": max_length, "shard_size": shard_size, "shards": []})
+    if rank == 0:
+        index = _fold_parts(path, index)
+    _barrier(world)
+    if world > 1 and index_path.exists():
+        index = json.loads(index_path.read_text())
     if index["ids"] != ids or index["shard_size"] != shard_size:
         raise ValueError(f"feature store {path} was built for other records or shard size")
     starts = range(0, len(records), shard_size)
@@ -149,11 +197,22 @@ def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequ
     cost = {"forward_tokens": 0, "batches": 0, "wall_s": 0.0}
     if not todo:
         return FeatureStore(path), cost
-    began, before = time.perf_counter(), dict(index.get("cost", {}))
+    if world > 1:   # this rank's contiguous range of the missing shards
+        per_rank, extra = divmod(len(todo), world)
+        first = rank * per_rank + min(rank, extra)
+        todo = todo[first:first + per_rank + (rank < extra)]
+        base = json.loads(json.dumps(index))   # index.json as on disk (verified entries)
+        before_all = dict(base.get("cost", {}))
+        index_path = path / f"index.rank{rank:03d}.json"
+        shards, before = {}, {}
+    else:
+        before = dict(index.get("cost", {}))
+    began = time.perf_counter()
     tokenizer, model = load_tokenizer(model_dir), load_model(model_dir, device=device)
     device = next(model.parameters()).device
     progress = tqdm(total=sum(min(shard_size, len(records) - s) for s, _ in todo),
-                    desc=f"features {Path(records_file).name}", unit="sample")
+                    desc=f"features {Path(records_file).name}", unit="sample",
+                    disable=rank != 0)
     for written, (start, missing) in enumerate(todo):
         if fail_after_shards is not None and written >= fail_after_shards:
             raise RuntimeError(f"interrupted after {written} shards (fail_after_shards)")
@@ -184,4 +243,11 @@ def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequ
     del model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    if world > 1:
+        _barrier(world)
+        if rank == 0:
+            _fold_parts(path, base)
+        _barrier(world)
+        total = FeatureStore(path).cost   # this call's cost, summed over the ranks
+        cost = {k: total[k] - before_all.get(k, 0) for k in cost}
     return FeatureStore(path), cost
