@@ -7,8 +7,11 @@
    with that checkpoint's moments
    (m' = b1 m + (1-b1) g, v' = b2 v + (1-b2) g^2, bias-corrected at step t+1,
    d = m'_hat / (sqrt(v'_hat) + eps)); the target samples' plain gradients g.
-3. Both are projected to `proj_dim` with a fixed Rademacher matrix (entries +-1/sqrt(dim),
-   generated chunk by chunk from the seed) and L2-normalised.
+3. Both are projected to `proj_dim` with a fixed sparse sign projection (CountSketch: each
+   gradient coordinate is added, with a random sign, to one random output coordinate; both
+   drawn from the seed), an unbiased Johnson-Lindenstrauss map that costs O(D) per sample
+   instead of a dense D x dim matrix, batch by batch, so the full [n, D] gradient matrix
+   never sits in memory; then L2-normalised.
 4. score(c) = max over subtasks s of mean over target samples t in s of
    sum_k lr_k * cos(d_k(c), g_k(t)); several targets are z-scored and averaged.
 Projected features are stored under the selector's artefact directory and reused.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,10 +63,13 @@ def _mean_response_loss(model: Any, params: dict, frozen: dict, ids: torch.Tenso
 
 
 def per_sample_grads(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
-                     max_length: int, batch_size: int = 8) -> tuple[torch.Tensor, int]:
+                     max_length: int, batch_size: int = 8,
+                     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     ) -> tuple[torch.Tensor, int]:
     """[n, D] gradients of each sample's mean response-token loss w.r.t. the trainable
     parameters (flattened in named_parameters order), in batches with torch.func
-    (vmap over grad: exact per-sample gradients); and the tokens processed."""
+    (vmap over grad: exact per-sample gradients); and the tokens processed. `transform`
+    maps each batch's [b, D] block (e.g. precondition and project) before it is kept."""
     device = next(model.parameters()).device
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
@@ -72,16 +78,18 @@ def per_sample_grads(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]
         raise ValueError(f"a sample keeps no response token within max_length={max_length}")
     per_sample = vmap(grad(partial(_mean_response_loss, model)), in_dims=(None, None, 0, 0, 0))
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
-    out = torch.zeros(len(encoded), sum(p.numel() for p in params.values()), device=device)
+    blocks: dict[int, torch.Tensor] = {}
     tokens = 0
     for start in tqdm(range(0, len(order), batch_size), desc="gradients", leave=False):
         rows = order[start:start + batch_size]
         batch = collate([encoded[i] for i in rows], tokenizer.pad_token_id)
         grads = per_sample(params, frozen, *(batch[k].to(device) for k in
                                              ("input_ids", "attention_mask", "labels")))
-        out[rows] = torch.cat([grads[n].flatten(1) for n in params], dim=1).float()
+        block = torch.cat([grads[n].flatten(1) for n in params], dim=1).float()
+        for row, value in zip(rows, transform(block) if transform else block, strict=True):
+            blocks[row] = value
         tokens += int(batch["attention_mask"].sum())
-    return out, tokens
+    return torch.stack([blocks[i] for i in range(len(encoded))]), tokens
 
 
 def adam_direction(grads: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
@@ -93,16 +101,21 @@ def adam_direction(grads: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch
     return m / (v.sqrt() + eps)
 
 
-def project(x: torch.Tensor, dim: int, seed: int, chunk: int = 4096) -> torch.Tensor:
-    """[n, D] -> [n, dim] through a Rademacher matrix [D, dim] / sqrt(dim), generated in row
-    chunks from (seed, chunk index) so it never sits in memory whole."""
-    out = torch.zeros(x.shape[0], dim, dtype=torch.float32, device=x.device)
-    for index, start in enumerate(range(0, x.shape[1], chunk)):
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
-        width = min(chunk, x.shape[1] - start)
-        signs = torch.randint(0, 2, (width, dim), generator=gen).float().mul_(2).sub_(1)
-        out += x[:, start:start + width].float() @ signs.to(x.device)
-    return out / dim ** 0.5
+class SignSketch:
+    """CountSketch projection R^D -> R^dim: coordinate j goes to bucket h(j) with sign s(j),
+    both drawn once from the seed. E[<Px, Py>] = <x, y>, with variance ~ |x|^2 |y|^2 / dim."""
+
+    def __init__(self, in_dim: int, dim: int, seed: int):
+        gen = torch.Generator().manual_seed(seed)
+        self.dim = dim
+        self.buckets = torch.randint(0, dim, (in_dim,), generator=gen)
+        self.signs = torch.randint(0, 2, (in_dim,), generator=gen).float().mul_(2).sub_(1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """[n, D] -> [n, dim]."""
+        out = torch.zeros(x.shape[0], self.dim, dtype=torch.float32, device=x.device)
+        return out.index_add_(1, self.buckets.to(x.device),
+                              x.float() * self.signs.to(x.device))
 
 
 def normalise(x: torch.Tensor) -> np.ndarray:
@@ -123,7 +136,7 @@ class LESSSelector(Selector):
     targeted = True
 
     def __init__(self, name: str, warmup_ratio: float = 0.05, warmup_epochs: int = 4,
-                 proj_dim: int = 8192, max_length: int = 1024, grad_batch_size: int = 8,
+                 proj_dim: int = 8192, max_length: int = 1024, grad_batch_size: int = 2,
                  train: Mapping[str, Any] | None = None, **kwargs):
         super().__init__(name, **kwargs)
         if not 0 < warmup_ratio <= 1 or warmup_epochs < 1 or proj_dim < 1:
@@ -153,18 +166,24 @@ class LESSSelector(Selector):
         """Projected, normalised (Adam-preconditioned when `optimizer`) gradient features."""
         if path.exists():
             return np.load(path)
-        grads, tokens = per_sample_grads(model, tokenizer,
-                                         [(r["prompt"], r["response"]) for r in records],
-                                         self.max_length, self.grad_batch_size)
-        ctx.add_cost(forward_tokens=tokens, backward_tokens=tokens)
+        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        sketch = SignSketch(n_params, self.proj_dim, ctx.seed)
+        transform = sketch
         if optimizer is not None:
             states = [optimizer["state"][i] for i in sorted(optimizer["state"])]
             group = optimizer["param_groups"][0]
-            exp_avg = torch.cat([s["exp_avg"].flatten() for s in states]).to(grads.device)
-            exp_avg_sq = torch.cat([s["exp_avg_sq"].flatten() for s in states]).to(grads.device)
-            grads = adam_direction(grads, exp_avg, exp_avg_sq, int(states[0]["step"]),
-                                   tuple(group["betas"]), group["eps"])
-        features = normalise(project(grads, self.proj_dim, ctx.seed))
+            exp_avg = torch.cat([s["exp_avg"].flatten() for s in states])
+            exp_avg_sq = torch.cat([s["exp_avg_sq"].flatten() for s in states])
+            step, betas, eps = int(states[0]["step"]), tuple(group["betas"]), group["eps"]
+
+            def transform(block: torch.Tensor) -> torch.Tensor:
+                return sketch(adam_direction(block, exp_avg.to(block.device),
+                                             exp_avg_sq.to(block.device), step, betas, eps))
+        projected, tokens = per_sample_grads(model, tokenizer,
+                                             [(r["prompt"], r["response"]) for r in records],
+                                             self.max_length, self.grad_batch_size, transform)
+        ctx.add_cost(forward_tokens=tokens, backward_tokens=tokens)
+        features = normalise(projected)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, features)

@@ -39,23 +39,30 @@ def rating_probabilities(model: Any, tokenizer: Any, texts: Sequence[str], k: in
                          max_length: int, batch_size: int) -> tuple[np.ndarray, int]:
     """[n, K] next-token probabilities of the ratings after each text (renormalised over the
     rating tokens), one forward pass per text; and the forward tokens used. Texts longer
-    than max_length keep their end (where the rating question is)."""
+    than max_length keep their end (where the rating question is).
+
+    Batches hold texts of similar length, left-padded (positions counted from each text's
+    first real token), and only the last position's logits are computed: with a large
+    vocabulary (Gemma's 262k) full logits would cost more than the transformer itself.
+    """
     ids = rating_token_ids(tokenizer, k)
     encoded = [tokenizer.encode(t)[-max_length:] for t in texts]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     device = next(model.parameters()).device
     probs = np.zeros((len(texts), k))
     tokens = 0
-    for start in tqdm(range(0, len(texts), batch_size), desc="ratings", leave=False):
-        rows = encoded[start:start + batch_size]
-        width = max(len(r) for r in rows)
+    for start in tqdm(range(0, len(order), batch_size), desc="ratings", leave=False):
+        rows = order[start:start + batch_size]
+        width = max(len(encoded[i]) for i in rows)
         input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, :len(row)] = torch.tensor(row)
-            mask[i, :len(row)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-        last = logits[torch.arange(len(rows)), mask.sum(1).to(device) - 1].float()
-        probs[start:start + len(rows)] = torch.softmax(last[:, ids].double(), -1).cpu().numpy()
+        for j, i in enumerate(rows):
+            input_ids[j, width - len(encoded[i]):] = torch.tensor(encoded[i])
+            mask[j, width - len(encoded[i]):] = 1
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                       position_ids=positions.to(device), logits_to_keep=1).logits[:, -1]
+        probs[rows] = torch.softmax(logits[:, ids].double(), -1).cpu().numpy()
         tokens += int(mask.sum())
     return probs, tokens
 

@@ -153,4 +153,6 @@ def test_baseline_configs_instantiate(name, tmp_path):
     selector = instantiate(cfg.selector)
     assert selector.name == name
     if name == "selectit":
-        assert selector.models[0] is None and selector.models[1].endswith("gemma3-270m")
+        assert selector.models == [None, cfg.raters.second.dir]     # base model, then rater
+        assert cfg.raters.second.dir != cfg.model.dir
+        assert compose(["selector=selectit"]).selector.models[1].endswith("gemma3-270m")

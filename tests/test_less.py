@@ -8,7 +8,13 @@ import numpy as np
 import torch
 from conftest import smoke_overrides
 
-from baselines.less import LESSSelector, adam_direction, per_sample_grads, project, subtask_max_mean
+from baselines.less import (
+    LESSSelector,
+    SignSketch,
+    adam_direction,
+    per_sample_grads,
+    subtask_max_mean,
+)
 from naitbench.config import compose
 from naitbench.io import read_jsonl
 from naitbench.models.load import load_tokenizer
@@ -38,14 +44,19 @@ def test_batched_per_sample_grads_match_per_example_autograd(prepared_smoke, tin
     torch.testing.assert_close((grads * counts[:, None]).sum(0), flat, rtol=1e-4, atol=1e-5)
     assert grads.shape == (3, flat.numel()) and tokens == sum(len(e["input_ids"])
                                                               for e in encoded)
+    sketch = SignSketch(flat.numel(), 64, seed=0)       # applied batch by batch, same result
+    projected, _ = per_sample_grads(model, tokenizer, pairs, max_length=96, batch_size=2,
+                                    transform=sketch)
+    torch.testing.assert_close(projected, sketch(grads), rtol=1e-4, atol=1e-6)
 
 
 def test_projection_preserves_inner_products_and_adam_direction():
     x = torch.randn(6, 3000, generator=torch.Generator().manual_seed(0))
-    p = project(x, 4096, seed=1, chunk=700)
+    p = SignSketch(3000, 4096, seed=1)(x)
     gram, projected = x @ x.T, p @ p.T
     assert torch.allclose(projected, gram, atol=0.1 * gram.diagonal().mean())
-    assert torch.equal(p, project(x, 4096, seed=1, chunk=700))
+    assert torch.equal(p, SignSketch(3000, 4096, seed=1)(x))
+    assert not torch.equal(p, SignSketch(3000, 4096, seed=2)(x))
     g = torch.tensor([[2.0, -1.0]])
     d = adam_direction(g, torch.zeros(2), torch.zeros(2), 0, (0.9, 0.999), 0.0)
     torch.testing.assert_close(d, torch.tensor([[1.0, -1.0]]))      # first step: sign(g)

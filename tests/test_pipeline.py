@@ -37,18 +37,22 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
     _run([sys.executable, "-m", "naitbench.config", "dump", "profile=smoke",
           f"paths.data_root={data_root}", "tracking=disabled"], copy, env)
     first = _run([sys.executable, "-m", "dvc", "repro"], copy, env)
-    for stage in ("features", "select@nait-code-0.1", "select_random@0.1-2", "train_full@0",
-                  "evaluate_base", "report"):
+    for stage in ("prepare_raters@second", "features", "select@nait-code-0.1",
+                  "select@less-code-0.1", "select_untargeted@selectit-0.1",
+                  "select_random@0.1-2", "train_full@0", "evaluate_base", "report"):
         assert f"Running stage '{stage}'" in first
     data = copy / "data"
     rows = json.loads((data / "report" / "comparison.json").read_text())["rows"]
-    assert {r["arm"] for r in rows} >= {"base", "full", "nait/code/0.1", "random/0.1",
-                                         "rds/code/0.1"}
+    targeted = {f"{m}/code/0.1" for m in ("nait", "rds", "knn", "less")}
+    untargeted = {f"{m}/0.1" for m in ("length", "perplexity", "ifd", "selectit")}
+    assert {r["arm"] for r in rows} == {"base", "full", "random/0.1"} | targeted | untargeted
     for row in rows:
         if row["arm"] == "random/0.1":
             dirs = [data / "scores" / f"random-r0.1-s{s}" / "seed0" for s in range(3)]
         elif row["arm"] in ("base", "full"):
             dirs = [data / "scores" / ("base" if row["arm"] == "base" else "full/seed0")]
+        elif row["arm"] in untargeted:
+            dirs = [data / "scores" / f"{row['arm'].split('/')[0]}-r0.1-s0" / "seed0"]
         else:
             method, target, _ = row["arm"].split("/")
             dirs = [data / "scores" / f"{method}-{target}-r0.1-s0" / "seed0"]

@@ -56,7 +56,28 @@ def expected_subsets(runs: Any) -> list[str]:
     """The subset names the comparison matrix implies (see `runs` in conf/config.yaml)."""
     names = [f"{m}-{t}-r{r:g}-s0" for m in runs.targeted for t in runs.targets
              for r in runs.ratios]
+    names += [f"{m}-r{r:g}-s0" for m in runs.get("untargeted", []) for r in runs.ratios]
     return names + [f"random-r{r:g}-s{s}" for r in runs.ratios for s in runs.random_seeds]
+
+
+def check_runs(cfg: DictConfig) -> None:
+    """Every method of the matrix is in the selectors catalogue, on the right list (a targeted
+    selector needs a target; an untargeted one would make identical subsets per target)."""
+    from hydra.utils import get_class
+
+    runs = cfg.runs
+    if list(runs.subsets) != expected_subsets(runs):
+        raise ConfigError(f"runs.subsets does not match runs.targeted/untargeted/targets/"
+                          f"ratios/random_seeds; it should be {expected_subsets(runs)}")
+    for key, targeted in (("targeted", True), ("untargeted", False)):
+        for name in runs.get(key, []):
+            if name not in cfg.get("selectors", {}):
+                raise ConfigError(f"runs.{key} names '{name}', which is not in the selectors "
+                                  f"catalogue: {sorted(cfg.get('selectors', {}))}")
+            if get_class(cfg.selectors[name]._target_).targeted != targeted:
+                other = "untargeted" if targeted else "targeted"
+                raise ConfigError(f"runs.{key} names '{name}', which is {other}: move it to "
+                                  f"runs.{other}")
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -73,13 +94,8 @@ def validate(cfg: DictConfig) -> DictConfig:
         if name not in cfg.targets:
             raise ConfigError(f"data.prepared_targets names '{name}', which is not a target; "
                               f"known targets: {sorted(cfg.targets)}")
-    if "runs" in cfg and list(cfg.runs.subsets) != expected_subsets(cfg.runs):
-        raise ConfigError(f"runs.subsets does not match runs.targeted/targets/ratios/"
-                          f"random_seeds; it should be {expected_subsets(cfg.runs)}")
-    for name in cfg.get("runs", {}).get("targeted", []):
-        if name not in cfg.get("selectors", {}):
-            raise ConfigError(f"runs.targeted names '{name}', which is not in the selectors "
-                              f"catalogue: {sorted(cfg.get('selectors', {}))}")
+    if "runs" in cfg:
+        check_runs(cfg)
     if cfg.target.name not in cfg.data.prepared_targets:
         raise ConfigError(f"target={cfg.target.name} is not prepared by this profile; "
                           f"prepared: {list(cfg.data.prepared_targets)}")

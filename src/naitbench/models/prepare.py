@@ -1,4 +1,5 @@
-"""The prepare_model stage: make the configured base model an ordinary HF directory."""
+"""The prepare_model and prepare_raters stages: make the configured base model (or a
+SelectIT rater, `rater=<name>`) an ordinary HF directory."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def prepare_model(model_cfg: DictConfig) -> str:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    print(f"model ready: {prepare_model(cfg.model)}")
+    model_cfg = cfg.model if cfg.get("rater") is None else cfg.raters[cfg.rater]
+    print(f"model ready: {prepare_model(model_cfg)}")
 
 
 if __name__ == "__main__":
