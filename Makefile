@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml requirements.lock
 ## The main job: `dvc repro` on the default (embedded) profile; PROFILE=name picks another.
 repro: $(STAMP)
 	@if [ -n "$(PROFILE)" ]; then $(BIN)/python -m naitbench.config dump profile=$(PROFILE); fi
+	@$(BIN)/python -m naitbench.estimate
 	$(BIN)/dvc repro
 
 ## The test suite (every test; CI runs exactly this).
@@ -41,7 +42,7 @@ bench: $(STAMP)
 		--benchmark-json=benchmark-results.json
 
 lint: $(STAMP)
-	$(BIN)/ruff check src baselines tests
+	$(BIN)/ruff check src baselines tests benchmarks hydra_plugins
 
 ## Rewrite params.yaml from conf/ (the default profile unless PROFILE is set).
 params: $(STAMP)

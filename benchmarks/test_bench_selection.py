@@ -33,10 +33,13 @@ def test_selection_cost_relative_to_nait(benchmark, bench_model, bench_source, b
 
 def _cold_cost(name, bench_model, data, bench_target, data_root, tmp_path) -> dict:
     """Wall time and tokens of one selector scoring the pool with an empty feature store."""
-    cfg = compose(["profile=smoke", f"model.dir={bench_model}", f"paths.data_dir={data}",
-                   f"paths.data_root={data_root}", f"selector={name}",
-                   f"target={bench_target}", f"data.prepared_targets=[{bench_target}]",
-                   f"features.root={tmp_path}/features-{name}", "select.name=bench"])
+    overrides = ["profile=smoke", f"model.dir={bench_model}", f"paths.data_dir={data}",
+                 f"paths.data_root={data_root}", f"selector={name}",
+                 f"target={bench_target}", f"data.prepared_targets=[{bench_target}]",
+                 f"features.root={tmp_path}/features-{name}", "select.name=bench"]
+    if name == "selectit":  # two raters of the bench model's size (no rater is prepared here)
+        overrides.append(f"selector.models=[null,{bench_model}]")
+    cfg = compose(overrides)
     selector = instantiate(cfg.selector)
     ctx = SelectionContext(
         cfg=cfg, pool=read_jsonl(data / "pool" / "pool.jsonl"),

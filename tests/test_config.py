@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
@@ -66,3 +69,29 @@ def test_unknown_profile_or_target_is_a_readable_error():
         validate(compose(["target=knowledge"]))
     with pytest.raises(ConfigError, match="on_bad_record"):
         validate(compose(["data.on_bad_record=ignore"]))
+
+
+def test_matrix_subsets_follow_the_lists_in_dvc_own_composition(tmp_path):
+    # a fresh interpreter outside the repo, as `dvc exp run -S` composes: the resolver comes
+    # from the hydra_plugins scan, not from an earlier import
+    script = ("from dvc.utils.hydra import compose_and_dump; import sys; "
+              "compose_and_dump(sys.argv[1], sys.argv[2], None, 'config', sys.argv[3], "
+              "['runs.ratios=[0.05,0.2]', 'runs.targeted=[nait]', 'runs.untargeted=[ifd]', "
+              "'runs.random_seeds=[4]'])")
+    out = tmp_path / "params.yaml"
+    subprocess.run([sys.executable, "-c", script, str(out), str(REPO_DIR / "conf"),
+                    str(REPO_DIR)], cwd=tmp_path, check=True)
+    runs = OmegaConf.load(out).runs
+    assert list(runs.subsets) == ["nait-code-r0.05-s0", "nait-code-r0.2-s0", "ifd-r0.05-s0",
+                                  "ifd-r0.2-s0", "random-r0.05-s4", "random-r0.2-s4"]
+
+
+def test_matrix_lists_are_checked():
+    with pytest.raises(ConfigError, match="should be"):
+        validate(compose(["runs.subsets=[nait-code-r0.1-s0]"]))
+    with pytest.raises(ConfigError, match="not in the selectors catalogue"):
+        validate(compose(["runs.targeted=[nope]"]))
+    with pytest.raises(ConfigError, match=r"which is untargeted: move it to runs\.untargeted"):
+        validate(compose(["runs.targeted=[length]"]))
+    with pytest.raises(ConfigError, match=r"which is targeted: move it to runs\.targeted"):
+        validate(compose(["runs.untargeted=[knn]"]))

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 REPO_DIR = CONF_DIR.parent
@@ -52,12 +52,24 @@ def check_layers(layers: Iterable[int], n_layers: int, key: str = "selector.laye
     return out
 
 
+def subset_names(targeted: Sequence[str], untargeted: Sequence[str], targets: Sequence[str],
+                 ratios: Sequence[float], random_seeds: Sequence[int]) -> list[str]:
+    """The subset files the comparison matrix implies (see `runs` in conf/config.yaml)."""
+    names = [f"{m}-{t}-r{r:g}-s0" for m in targeted for t in targets for r in ratios]
+    names += [f"{m}-r{r:g}-s0" for m in untargeted for r in ratios]
+    return names + [f"random-r{r:g}-s{s}" for r in ratios for s in random_seeds]
+
+
 def expected_subsets(runs: Any) -> list[str]:
-    """The subset names the comparison matrix implies (see `runs` in conf/config.yaml)."""
-    names = [f"{m}-{t}-r{r:g}-s0" for m in runs.targeted for t in runs.targets
-             for r in runs.ratios]
-    names += [f"{m}-r{r:g}-s0" for m in runs.get("untargeted", []) for r in runs.ratios]
-    return names + [f"random-r{r:g}-s{s}" for r in runs.ratios for s in runs.random_seeds]
+    return subset_names(runs.targeted, runs.get("untargeted", []), runs.targets, runs.ratios,
+                        runs.random_seeds)
+
+
+# `runs.subsets: ${nb_subsets:...}` lists the matrix for DVC, which needs it spelled out in
+# params.yaml. Registered on import; DVC's own Hydra composition (`dvc exp run -S`) gets it
+# through the plugin module hydra_plugins/naitbench_resolvers, which imports this module.
+OmegaConf.register_new_resolver(  # a ListConfig, so that OmegaConf.resolve can store it
+    "nb_subsets", lambda *lists: ListConfig(subset_names(*lists)), replace=True)
 
 
 def check_runs(cfg: DictConfig) -> None:

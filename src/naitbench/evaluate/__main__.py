@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from naitbench.config import CONF_DIR, validate
-from naitbench.evaluate import evaluate, resolve_model, scores_dir
+from naitbench.evaluate import evaluate, resolve_model, resume_dir, scores_dir
 from naitbench.tracking import start_run
 from naitbench.train import MODEL_SUBDIR, run_dir
 
@@ -22,7 +22,8 @@ def main(cfg: DictConfig) -> None:
     group = "base" if subset is None else f"{subset}-s{seed}"
     with start_run(cfg.tracking, stage="evaluate", config=cfg, group=group) as run:
         metrics = evaluate(cfg.eval, model_dir, out, data_dir=cfg.paths.data_dir,
-                           adapter_dir=adapter_dir)
+                           adapter_dir=adapter_dir,
+                           resume_dir=resume_dir(cfg.paths.data_dir, subset, seed))
         run.log_summary(metrics)
         run.log_artefacts({"metrics": out / "metrics.json", "samples": out / "samples.jsonl"})
     print(f"scored {subset or 'base'}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())

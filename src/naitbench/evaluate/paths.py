@@ -14,6 +14,13 @@ def scores_dir(data_dir: str | Path, subset: str | None, seed: int) -> Path:
     return Path(data_dir) / "scores" / subset / f"seed{seed}"
 
 
+def resume_dir(data_dir: str | Path, subset: str | None, seed: int) -> Path:
+    """Finished tasks of an interrupted evaluation: data/checkpoints/eval/<row>, outside the
+    DVC output (which DVC clears before a stage re-runs)."""
+    row = Path(BASE) if subset is None else Path(subset) / f"seed{seed}"
+    return Path(data_dir) / "checkpoints" / "eval" / row
+
+
 def resolve_model(base_dir: str | Path, run_model_dir: str | Path | None
                   ) -> tuple[Path, Path | None]:
     """(pretrained, adapter) for lm-eval: the base model alone (no run), the base model plus

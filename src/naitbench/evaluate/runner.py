@@ -13,6 +13,10 @@ Outputs (in `out_dir`):
   samples.jsonl  one row per task and item: task, doc_id, id (the held-out record id),
                  metric, value, higher_is_better (+ loglikelihood and bytes for bits per
                  byte, the model's output for generative tasks), sorted by task and doc_id
+
+Tasks run one at a time on one loaded model; with a `resume_dir`, each finished task's
+results are kept there, so an interrupted evaluation re-runs only the unfinished tasks
+(a kept result counts only for the same task config, model files and settings).
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from naitbench.io import write_json, write_jsonl
+from naitbench.io import content_hash, write_json, write_jsonl
 
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
 DATA_PREFIX = Path("data")
@@ -130,15 +135,38 @@ def _serialise(obj: Any) -> Any:
     return handle_non_serializable(obj)
 
 
+def _files_fingerprint(*dirs: Path | None) -> str:
+    """Names, sizes and modification times of a model's files: changes when it is rewritten."""
+    entries = [f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for d in dirs if d is not None
+               for p in sorted(Path(d).rglob("*")) if p.is_file()]
+    return content_hash(*entries)
+
+
+def merge_results(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One lm-eval results dict from per-task ones: per-task tables are joined, the rest
+    (model config, versions of the harness) taken from the first."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, dict):
+                merged.setdefault(key, {}).update(value)
+            else:
+                merged.setdefault(key, value)
+    return merged
+
+
 def evaluate(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path, out_dir: str | Path,
              *, data_dir: str | Path, adapter_dir: str | Path | None = None,
-             tasks: Sequence[str] | None = None) -> dict[str, float]:
+             tasks: Sequence[str] | None = None,
+             resume_dir: str | Path | None = None) -> dict[str, float]:
     """Score `model_dir` (plus a PEFT adapter, if given) on `tasks` (default cfg.tasks).
 
     Writes results.json, metrics.json and samples.jsonl to `out_dir`; returns the flat
-    metrics.
+    metrics. With `resume_dir`, finished tasks are kept there and reused after an
+    interruption; the directory is removed once every output is written.
     """
     import lm_eval
+    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     from naitbench.models.load import load_tokenizer, resolve_dtype
@@ -163,12 +191,34 @@ def evaluate(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path, out_dir
     if adapter_dir is not None:
         model_args["peft"] = str(adapter_dir)
     gen_kwargs = {"max_gen_toks": cfg["max_gen_toks"]} if cfg.get("max_gen_toks") else None
-    results = lm_eval.simple_evaluate(
-        model="hf", model_args=model_args, tasks=configs, device=device,
-        batch_size=cfg["batch_size"], limit=cfg.get("limit"), log_samples=True,
-        bootstrap_iters=cfg["bootstrap_iters"], gen_kwargs=gen_kwargs,
-        task_manager=TaskManager(include_path=str(TASK_DIR), include_defaults=False),
-        confirm_run_unsafe_code=bool(cfg["allow_code_eval"]))
+    settings = {k: cfg.get(k) for k in ("limit", "bootstrap_iters", "max_gen_toks",
+                                        "batch_size", "allow_code_eval")}
+    model_key = content_hash(json.dumps([model_args, settings, device], sort_keys=True),
+                             _files_fingerprint(Path(model_dir), adapter_dir and Path(adapter_dir)))
+    manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False)
+    lm = None
+    parts = []
+    for name, task_cfg in zip(names, configs, strict=True):
+        key = content_hash(model_key, json.dumps(task_cfg, sort_keys=True, default=_serialise))
+        kept = Path(resume_dir) / f"{name}-{key}.json" if resume_dir else None
+        if kept is not None and kept.exists():
+            parts.append(json.loads(kept.read_text()))
+            continue
+        if lm is None:
+            lm = HFLM(**model_args, device=device, batch_size=cfg["batch_size"])
+        result = lm_eval.simple_evaluate(
+            model=lm, tasks=[task_cfg], limit=cfg.get("limit"), log_samples=True,
+            bootstrap_iters=cfg["bootstrap_iters"], gen_kwargs=gen_kwargs,
+            task_manager=manager, confirm_run_unsafe_code=bool(cfg["allow_code_eval"]))
+        # the same JSON round trip whether a task was kept or not: identical outputs
+        part = json.loads(json.dumps({k: v for k, v in result.items() if k != "date"},
+                                     default=_serialise, sort_keys=True, ensure_ascii=False))
+        if kept is not None:
+            write_json(kept, part)
+        parts.append(part)
+    results = merge_results(parts)
+    # the model went in as a loaded HFLM, so lm-eval could not record how it was built
+    results.setdefault("config", {}).update(model="hf", model_args=model_args)
     out_dir = Path(out_dir)
     metrics = flatten_metrics(results)
     rows = item_rows(results)
@@ -177,4 +227,6 @@ def evaluate(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path, out_dir
     write_json(out_dir / RESULTS_FILE, json.loads(text))
     write_json(out_dir / METRICS_FILE, metrics)
     write_jsonl(out_dir / SAMPLES_FILE, rows)
+    if resume_dir is not None:
+        shutil.rmtree(resume_dir, ignore_errors=True)
     return metrics

@@ -3,6 +3,7 @@ figures for `dvc plots`, a flat comparison JSON, and the W&B comparison."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -56,6 +57,23 @@ def transfer_section(rows: list[Row]) -> list[str]:
     return lines
 
 
+def training_section(data_dir: Path) -> list[str]:
+    """What each trained row saw (epochs, steps, tokens, time): rows trained differently,
+    e.g. the full pool with fewer epochs, are visible next to their scores."""
+    files = sorted((data_dir / "runs").glob("*/seed*/train_metrics.json"))
+    if not files:
+        return ["No training metrics found."]
+    lines = ["| subset | training seed | examples | epochs | steps | tokens | wall time (s) | "
+             "tokens/s | final loss |", "|---|---|---|---|---|---|---|---|---|"]
+    for path in files:
+        m = json.loads(path.read_text())
+        lines.append(f"| {path.parent.parent.name} | {path.parent.name.removeprefix('seed')} | "
+                     f"{m['examples_trained']} | {m['epochs']} | {m['steps']} | "
+                     f"{m['tokens']:,} | {m['wall_time_s']:.0f} | {m['tokens_per_s']:.0f} | "
+                     f"{m['final_loss']:.4f} |")
+    return lines
+
+
 def build_report(cfg: DictConfig) -> Path:
     """Collect scores, compute statistics, write report.md/.html, figures and comparison.json."""
     data_dir = Path(cfg.paths.data_dir)
@@ -78,6 +96,7 @@ def build_report(cfg: DictConfig) -> Path:
     sections = {"Subset overlap and core subset": overlap_section(data_dir, by_ratio),
                 "Transfer: difference to random subsets (selected for A, scored on B)":
                     transfer_section(rows),
+                "Training": training_section(data_dir),
                 "Notes": list(cfg.report.notes)}
     text = markdown(f"NAIT-Bench comparison: {cfg.profile_name}", meta, rows, figures, costs,
                     sections, out_dir)

@@ -1,0 +1,32 @@
+"""The run-time estimate printed before `dvc repro` counts the matrix's work as hand-computed."""
+
+from __future__ import annotations
+
+import pytest
+
+from naitbench.config import compose
+from naitbench.estimate import estimate, render
+
+RATES = {"tokens_per_record": 100, "stage_startup_s": 0, "prepare_s": 7, "features_tok_s": 10,
+         "forward_tok_s": 10, "ifd_passes": 2, "rating_tok_s": 10, "encoder_tok_s": 10,
+         "grad_tok_s": 10, "train_tok_s": 10, "eval_s_per_item": 1, "report_s": 3}
+
+
+def test_estimate_matches_a_hand_computed_smoke_matrix(tmp_path):
+    overrides = ["profile=smoke", f"paths.data_dir={tmp_path}", "eval.tasks=[nb_humaneval_bpb]"]
+    overrides += [f"estimate.{k}={v}" for k, v in RATES.items()]
+    parts = estimate(compose(overrides))
+    # pool 50 records x 100 tokens = 5,000; code in-domain 8, math 8: 1,600 target tokens
+    assert parts["features (one pass)"] == pytest.approx((5000 + 1600) / 10)
+    # 11 subsets at 10% (4 targeted, 4 untargeted, 3 random) = 5,500 tokens x 1 epoch,
+    # plus the full pool for 1 epoch, at 10 tokens/s
+    assert parts["train (LoRA, every subset and seed)"] == pytest.approx((5500 + 5000) / 10)
+    # 11 subsets + full + base, 8 held-out code items each, eval.limit=4 of them, 1 s each
+    assert parts["evaluate (lm-eval, every model)"] == pytest.approx(13 * 4)
+    # kNN (pool + 800 code tokens), perplexity, IFD (2 passes), SelectIT (3 prompts x 2
+    # models), LESS (2 warmup epochs over pool x 1.1 + code in-domain); NAIT, RDS+, length,
+    # random need no pass of their own
+    select = (5800 + 5000 + 10000 + 30000 + 2 * (5500 + 800)) / 10
+    assert parts["select (every method)"] == pytest.approx(select)
+    assert sum(parts.values()) == pytest.approx(7 + 660 + select + 1050 + 52 + 3)
+    assert "total" in render(parts, "smoke")
