@@ -1,5 +1,6 @@
 """The smoke profile's whole `dvc repro` in a temporary copy of the repository: every stage
-runs, the report's numbers match the metrics files, and a second `dvc repro` does nothing."""
+runs, the report's numbers match the metrics files, a second `dvc repro` does nothing, and a
+`dvc exp run -S` sweep re-runs only what its parameter touches."""
 
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": f"{copy / 'src'}{os.pathsep}{copy}", "WANDB_MODE": "offline",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    _run([sys.executable, "-m", "dvc", "config", "core.no_scm", "true"], copy, env)
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "GIT_AUTHOR_NAME": "smoke",
+           "GIT_AUTHOR_EMAIL": "smoke@localhost", "GIT_COMMITTER_NAME": "smoke",
+           "GIT_COMMITTER_EMAIL": "smoke@localhost"}
+    _run(["git", "init", "-q"], copy, env)
     _run([sys.executable, "-m", "naitbench.config", "dump", "profile=smoke",
           f"paths.data_root={data_root}", "tracking=disabled"], copy, env)
     first = _run([sys.executable, "-m", "dvc", "repro"], copy, env)
@@ -71,3 +74,21 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
     assert "data:image/png;base64," in (data / "report" / "report.html").read_text()
     second = _run([sys.executable, "-m", "dvc", "repro"], copy, env)
     assert "Running stage" not in second
+
+    _run(["git", "add", "-A"], copy, env)
+    _run(["git", "commit", "-qm", "smoke run"], copy, env)
+    exp = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "report.n_boot=300"], copy, env)
+    assert "Running stage 'report'" in exp and "Running stage 'train" not in exp
+    shown = _run([sys.executable, "-m", "dvc", "exp", "show", "--json"], copy, env)
+    assert _has_param(json.loads(shown), "n_boot", 300)
+
+
+def _has_param(tree: object, key: str, value: object) -> bool:
+    """Whether `dvc exp show --json` holds an experiment with params `key: value`."""
+    if isinstance(tree, dict):
+        if tree.get(key) == value:
+            return True
+        return any(_has_param(v, key, value) for v in tree.values())
+    if isinstance(tree, list):
+        return any(_has_param(v, key, value) for v in tree)
+    return False
