@@ -57,10 +57,12 @@ def transfer_section(rows: list[Row]) -> list[str]:
     return lines
 
 
-def training_section(data_dir: Path) -> list[str]:
+def training_section(data_dir: Path, subsets: list[str], seeds: list[int]) -> list[str]:
     """What each trained row saw (epochs, steps, tokens, time): rows trained differently,
     e.g. the full pool with fewer epochs, are visible next to their scores."""
-    files = sorted((data_dir / "runs").glob("*/seed*/train_metrics.json"))
+    files = [data_dir / "runs" / name / f"seed{seed}" / "train_metrics.json"
+             for name in ("full", *subsets) for seed in seeds]
+    files = [f for f in files if f.exists()]
     if not files:
         return ["No training metrics found."]
     lines = ["| subset | training seed | examples | epochs | steps | tokens | wall time (s) | "
@@ -78,13 +80,14 @@ def build_report(cfg: DictConfig) -> Path:
     """Collect scores, compute statistics, write report.md/.html, figures and comparison.json."""
     data_dir = Path(cfg.paths.data_dir)
     out_dir = Path(cfg.report.dir)
-    runs = collect(data_dir)
+    subsets, seeds = list(cfg.runs.subsets), list(cfg.runs.seeds)
+    runs = collect(data_dir, subsets, seeds)
     if not runs:
         raise FileNotFoundError(f"no scored models under {data_dir}/scores: run evaluate first")
     rows = comparison_rows(runs, n_boot=cfg.report.n_boot, seed=cfg.report.seed)
     figures = {task: task_figure(rows, task, out_dir / "figures" / f"{task}.png")
                for task in sorted({r.task for r in rows})}
-    costs = selection_costs(data_dir)
+    costs = selection_costs(data_dir, subsets)
     by_ratio: dict = {}
     for run in runs:
         if run.ratio is not None and run.train_seed == min(
@@ -96,7 +99,7 @@ def build_report(cfg: DictConfig) -> Path:
     sections = {"Subset overlap and core subset": overlap_section(data_dir, by_ratio),
                 "Transfer: difference to random subsets (selected for A, scored on B)":
                     transfer_section(rows),
-                "Training": training_section(data_dir),
+                "Training": training_section(data_dir, subsets, seeds),
                 "Notes": list(cfg.report.notes)}
     text = markdown(f"NAIT-Bench comparison: {cfg.profile_name}", meta, rows, figures, costs,
                     sections, out_dir)

@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from naitbench.io import read_jsonl
@@ -43,16 +44,32 @@ def task_scores(score_dir: Path) -> dict[str, TaskScore]:
     return scores
 
 
-def collect(data_dir: str | Path) -> list[RunResult]:
-    """Every scored model under data_dir/scores, labelled from the subset manifests."""
+def scored_dirs(data_dir: Path, subsets: Sequence[str] | None,
+                seeds: Sequence[int] | None) -> list[Path]:
+    """The score directories of the matrix (full data and `subsets`, each x `seeds`), or with
+    no matrix given every one on disk. A matrix row without scores is an error, and rows left
+    on disk by an earlier, larger matrix are not read."""
+    if subsets is None or seeds is None:
+        return [m.parent for m in sorted((data_dir / "scores").glob("*/seed*/metrics.json"))]
+    dirs = [data_dir / "scores" / name / f"seed{seed}"
+            for name in (REFERENCE_FULL, *subsets) for seed in seeds]
+    missing = [str(d) for d in dirs if not (d / "metrics.json").exists()]
+    if missing:
+        raise FileNotFoundError(f"no metrics.json in {missing[:5]}: run their evaluate stages")
+    return dirs
+
+
+def collect(data_dir: str | Path, subsets: Sequence[str] | None = None,
+            seeds: Sequence[int] | None = None) -> list[RunResult]:
+    """The scored models of the matrix (`subsets` x training `seeds`, full data, the base
+    model), labelled from the subset manifests; everything on disk when no matrix is given."""
     data_dir = Path(data_dir)
     runs = []
     base = data_dir / "scores" / BASE
     if (base / "metrics.json").exists():
         runs.append(RunResult(method=BASE, target=None, ratio=None, selection_seed=None,
                               train_seed=None, name=BASE, scores=task_scores(base)))
-    for metrics in sorted((data_dir / "scores").glob("*/seed*/metrics.json")):
-        score_dir = metrics.parent
+    for score_dir in scored_dirs(data_dir, subsets, seeds):
         subset, train_seed = score_dir.parent.name, int(SEED_DIR.search(score_dir.name)[1])
         if subset == REFERENCE_FULL:
             runs.append(RunResult(method=REFERENCE_FULL, target=None, ratio=None,
@@ -68,10 +85,13 @@ def collect(data_dir: str | Path) -> list[RunResult]:
     return runs
 
 
-def selection_costs(data_dir: str | Path) -> list[dict]:
-    """One row per subset's own selection work, then each shared extraction pass once."""
+def selection_costs(data_dir: str | Path, subsets: Sequence[str] | None = None) -> list[dict]:
+    """One row per subset's own selection work (the matrix's `subsets`, or every manifest on
+    disk), then each shared extraction pass once."""
     rows, shared = [], {}
-    for path in sorted((Path(data_dir) / "subsets").glob("*.manifest.json")):
+    paths = (sorted((Path(data_dir) / "subsets").glob("*.manifest.json")) if subsets is None
+             else [Path(data_dir) / "subsets" / f"{name}.manifest.json" for name in subsets])
+    for path in paths:
         manifest = json.loads(path.read_text())
         cost = manifest["cost"]
         stores = sorted(cost.get("shared", {}))
