@@ -39,8 +39,8 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
            "GIT_AUTHOR_EMAIL": "smoke@localhost", "GIT_COMMITTER_NAME": "smoke",
            "GIT_COMMITTER_EMAIL": "smoke@localhost"}
     _run(["git", "init", "-q"], copy, env)
-    _run([sys.executable, "-m", "naitbench.config", "dump", "profile=smoke",
-          f"paths.data_root={data_root}", "tracking=disabled"], copy, env)
+    profile = ["profile=smoke", f"paths.data_root={data_root}", "tracking=disabled"]
+    _run([sys.executable, "-m", "naitbench.config", "dump", *profile], copy, env)
     first = _run([sys.executable, "-m", "dvc", "repro"], copy, env)
     for stage in ("prepare_raters@second", "features", "select@nait-code-0.1",
                   "select@less-code-0.1", "select_untargeted@selectit-0.1",
@@ -77,7 +77,9 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
 
     _run(["git", "add", "-A"], copy, env)
     _run(["git", "commit", "-qm", "smoke run"], copy, env)
-    exp = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "report.n_boot=300"], copy, env)
+    # DVC composes params.yaml from conf/ again: the profile's overrides are repeated
+    sets = [arg for item in [*profile, "report.n_boot=300"] for arg in ("-S", item)]
+    exp = _run([sys.executable, "-m", "dvc", "exp", "run", *sets], copy, env)
     assert "Running stage 'report'" in exp and "Running stage 'train" not in exp
     shown = _run([sys.executable, "-m", "dvc", "exp", "show", "--json"], copy, env)
     assert _has_param(json.loads(shown), "n_boot", 300)
