@@ -27,17 +27,28 @@ def _revision() -> str:
 
 
 def overlap_section(data_dir: Path, ratio_names: dict) -> list[str]:
-    """Jaccard overlap between the subsets of each ratio and the core shared by all."""
+    """Per ratio: the Jaccard matrix of the subsets, and the core subset shared by every
+    method's subset (random draws excluded: they share nothing by design)."""
     lines = []
     for ratio, names in sorted(ratio_names.items()):
         if len(names) < 2:
             continue
-        result = overlap({n: {r["id"] for r in read_jsonl(data_dir / "subsets" / f"{n}.jsonl")}
-                          for n in names})
-        lines.append(f"Ratio {ratio:g}: core subset shared by all {len(names)} subsets: "
-                     f"{result['core_size']} samples.")
-        lines += ["", "| pair | Jaccard |", "|---|---|"]
-        lines += [f"| {pair} | {value:.3f} |" for pair, value in result["jaccard"].items()]
+        ids = {n: {r["id"] for r in read_jsonl(data_dir / "subsets" / f"{n}.jsonl")}
+               for n in sorted(names)}
+        methods = [n for n in ids if not n.startswith("random-")]
+        if len(methods) >= 2:
+            core = overlap({n: ids[n] for n in methods})["core_size"]
+            lines += [f"Ratio {ratio:g}: core subset shared by all {len(methods)} method "
+                      f"subsets (random draws excluded): {core} samples.", ""]
+        jaccard = overlap(ids)["jaccard"]
+        short = {n: n.removesuffix("-s0") if not n.startswith("random-") else n for n in ids}
+        lines += ["| Jaccard | " + " | ".join(short[n] for n in ids) + " |",
+                  "|---|" + "---|" * len(ids)]
+        for a in ids:
+            cells = ["1" if a == b else
+                     f"{jaccard.get(f'{a} vs {b}', jaccard.get(f'{b} vs {a}')):.2f}"
+                     for b in ids]
+            lines.append(f"| {short[a]} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines or ["Fewer than two subsets per ratio: no overlap to show."]
 
