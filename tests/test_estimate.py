@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from naitbench.config import compose
@@ -30,3 +32,16 @@ def test_estimate_matches_a_hand_computed_smoke_matrix(tmp_path):
     assert parts["select (every method)"] == pytest.approx(select)
     assert sum(parts.values()) == pytest.approx(7 + 660 + select + 1050 + 52 + 3)
     assert "total" in render(parts, "smoke")
+
+
+def test_every_task_of_the_pack_is_mapped_to_the_target_its_data_comes_from():
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from naitbench.estimate import TASK_TARGETS
+    from naitbench.evaluate import TASK_DIR, available_tasks
+
+    assert sorted(TASK_TARGETS) == available_tasks()
+    for name in available_tasks():
+        files = load_yaml(TASK_DIR / f"{name}.yaml", resolve_func=False)["dataset_kwargs"]
+        targets = {Path(rel).parent.name for rel in files["data_files"].values()}
+        assert targets == {TASK_TARGETS[name]}, name

@@ -17,6 +17,7 @@ from naitbench.report.collect import collect, selection_costs
 from naitbench.report.compare import Row, comparison_rows
 from naitbench.report.figures import arm_label, task_figure
 from naitbench.report.render import html_page, markdown
+from naitbench.report.results import REFERENCE_FULL
 from naitbench.select.analysis import overlap
 
 
@@ -72,7 +73,7 @@ def training_section(data_dir: Path, subsets: list[str], seeds: list[int]) -> li
     """What each trained row saw (epochs, steps, tokens, time): rows trained differently,
     e.g. the full pool with fewer epochs, are visible next to their scores."""
     files = [data_dir / "runs" / name / f"seed{seed}" / "train_metrics.json"
-             for name in ("full", *subsets) for seed in seeds]
+             for name in (REFERENCE_FULL, *subsets) for seed in seeds]
     files = [f for f in files if f.exists()]
     if not files:
         return ["No training metrics found."]
