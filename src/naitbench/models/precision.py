@@ -1,0 +1,49 @@
+"""Which numeric precision a stage computes in.
+
+`auto` means bf16 autocast only where the hardware computes bf16 natively: a CUDA GPU that
+supports it, or a CPU with AVX512-BF16 or AMX-BF16 instructions. On any other CPU bf16 is
+emulated (slower than fp32), so `auto` keeps fp32 there.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """True when the CPU advertises native bf16 arithmetic (Linux /proc/cpuinfo flags)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return any(flag in line.split() for flag in NATIVE_BF16_CPU_FLAGS)
+    return False
+
+
+def resolve_autocast(precision: str, device: str) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device` ('cpu' or 'cuda...'); None means fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: use one of {PRECISIONS}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if str(device).startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_native_bf16() else None
+
+
+def autocast(precision: str, device: str) -> torch.autocast:
+    """An autocast context for `precision` on `device` (disabled where it resolves to fp32)."""
+    dtype = resolve_autocast(precision, device)
+    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
+    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
