@@ -17,6 +17,7 @@ from naitbench.config import (
     check_ratio,
     compose,
     dump_params,
+    trained_pairs,
     validate,
 )
 
@@ -84,6 +85,12 @@ def test_matrix_subsets_follow_the_lists_in_dvc_own_composition(tmp_path):
     runs = OmegaConf.load(out).runs
     assert list(runs.subsets) == ["nait-code-r0.05-s0", "nait-code-r0.2-s0", "ifd-r0.05-s0",
                                   "ifd-r0.2-s0", "random-r0.05-s4", "random-r0.2-s4"]
+    # the default profile replicates NAIT over two training seeds, everything else once
+    assert [(v.subset, v.seed) for v in runs.trained.values()] == [
+        ("nait-code-r0.05-s0", 0), ("nait-code-r0.05-s0", 1), ("nait-code-r0.2-s0", 0),
+        ("nait-code-r0.2-s0", 1), ("ifd-r0.05-s0", 0), ("ifd-r0.2-s0", 0),
+        ("random-r0.05-s4", 0), ("random-r0.2-s4", 0)]
+    assert list(runs.trained)[:2] == ["nait-code-r0.05-s0-seed0", "nait-code-r0.05-s0-seed1"]
 
 
 def test_matrix_lists_are_checked():
@@ -95,3 +102,17 @@ def test_matrix_lists_are_checked():
         validate(compose(["runs.targeted=[length]"]))
     with pytest.raises(ConfigError, match=r"which is targeted: move it to runs\.targeted"):
         validate(compose(["runs.untargeted=[knn]"]))
+    with pytest.raises(ConfigError, match="method_seeds names 'nope'"):
+        validate(compose(["+runs.method_seeds.nope=[0]"]))
+    with pytest.raises(ConfigError, match=r"method_seeds\.nait is empty"):
+        validate(compose(["runs.method_seeds.nait=[]"]))
+
+
+def test_training_seeds_per_method_fan_out_the_train_stages():
+    runs = validate(compose(["profile=embedded", "runs.seeds=[3]",
+                             "runs.method_seeds={rds: [0, 1, 2]}"])).runs
+    pairs = trained_pairs(runs)
+    assert [s for name, s in pairs if name.startswith("rds-")] == [0, 1, 2]
+    assert [s for name, s in pairs if name.startswith("nait-")] == [0, 1]  # the profile's
+    assert {s for name, s in pairs if name.split("-")[0] not in ("rds", "nait")} == {3}
+    assert len(pairs) == len(runs.subsets) + 3

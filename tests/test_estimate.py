@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from naitbench.config import compose
-from naitbench.estimate import estimate, render
+from naitbench.estimate import estimate, machine_speed, probe_seconds, render
 
 RATES = {"tokens_per_record": 100, "stage_startup_s": 0, "prepare_s": 7, "features_tok_s": 10,
          "forward_tok_s": 10, "ifd_passes": 2, "rating_tok_s": 10, "encoder_tok_s": 10,
@@ -45,3 +45,28 @@ def test_every_task_of_the_pack_is_mapped_to_the_target_its_data_comes_from():
         files = load_yaml(TASK_DIR / f"{name}.yaml", resolve_func=False)["dataset_kwargs"]
         targets = {Path(rel).parent.name for rel in files["data_files"].values()}
         assert targets == {TASK_TARGETS[name]}, name
+
+
+def test_replicated_methods_add_their_extra_training_runs(tmp_path):
+    overrides = ["profile=smoke", f"paths.data_dir={tmp_path}", "eval.tasks=[nb_humaneval_bpb]"]
+    overrides += [f"estimate.{k}={v}" for k, v in RATES.items()]
+    once = estimate(compose(overrides))
+    twice = estimate(compose([*overrides, "++runs.method_seeds={nait: [0, 1]}"]))
+    # one more NAIT subset (5 records x 100 tokens, 1 epoch, 10 tokens/s) and one more model
+    # to score (4 items at 1 s)
+    key = "train (LoRA, every subset and seed)"
+    assert twice[key] - once[key] == pytest.approx(500 / 10)
+    key = "evaluate (lm-eval, every model)"
+    assert twice[key] - once[key] == pytest.approx(4)
+
+
+def test_the_probe_scales_every_stage_by_the_machine_speed(tmp_path):
+    cfg = compose(["profile=smoke", f"paths.data_dir={tmp_path}",
+                   *[f"estimate.{k}={v}" for k, v in RATES.items()],
+                   "estimate.probe_reference_s=3.0"])
+    assert machine_speed(cfg.estimate, 1.5) == pytest.approx(2.0)   # twice as fast
+    assert machine_speed(cfg.estimate, None) == 1.0
+    reference, here = estimate(cfg), estimate(cfg, speed=2.0)
+    assert all(here[k] == pytest.approx(v / 2) for k, v in reference.items())
+    assert "x 2.00" in render(here, "smoke", 2.0)
+    assert probe_seconds(repeats=1) > 0

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 REPO_DIR = CONF_DIR.parent
-PROFILES = ("smoke", "embedded", "embedded-full", "embedded-base", "paper")
+PROFILES = ("smoke", "embedded", "embedded-all", "embedded-full", "embedded-base", "paper")
 
 
 class ConfigError(ValueError):
@@ -65,11 +65,36 @@ def expected_subsets(runs: Any) -> list[str]:
                         runs.random_seeds)
 
 
+def subset_method(name: str) -> str:
+    """The selection method a matrix subset name starts with (`nait-code-r0.1-s0` -> nait)."""
+    return name.split("-", 1)[0]
+
+
+def trained_models(subsets: Sequence[str], seeds: Sequence[int],
+                   method_seeds: Any = None) -> dict[str, dict[str, Any]]:
+    """Every (subset, training seed) the matrix trains and scores, keyed `<subset>-seed<k>`:
+    `seeds` for every subset, `method_seeds[<method>]` instead for the methods it names (the
+    headline methods are replicated over training seeds, the others trained once)."""
+    chosen = dict(method_seeds or {})
+    return {f"{name}-seed{seed}": {"subset": name, "seed": int(seed)}
+            for name in subsets for seed in chosen.get(subset_method(name), seeds)}
+
+
+def trained_pairs(runs: Any) -> list[tuple[str, int]]:
+    """(subset, training seed) of every trained matrix row, in matrix order."""
+    return [(v["subset"], int(v["seed"])) for v in trained_models(
+        runs.subsets, runs.seeds, runs.get("method_seeds")).values()]
+
+
 # `runs.subsets: ${nb_subsets:...}` lists the matrix for DVC, which needs it spelled out in
 # params.yaml. Registered on import; DVC's own Hydra composition (`dvc exp run -S`) gets it
 # through the plugin module hydra_plugins/naitbench_resolvers, which imports this module.
 OmegaConf.register_new_resolver(  # a ListConfig, so that OmegaConf.resolve can store it
     "nb_subsets", lambda *lists: ListConfig(subset_names(*lists)), replace=True)
+OmegaConf.register_new_resolver(  # `runs.trained`: what the train and evaluate stages fan out over
+    "nb_trained", lambda subsets, seeds, method_seeds: DictConfig(trained_models(
+        subsets, seeds, OmegaConf.to_container(method_seeds) if method_seeds else None)),
+    replace=True)
 
 
 def check_runs(cfg: DictConfig) -> None:
@@ -81,6 +106,17 @@ def check_runs(cfg: DictConfig) -> None:
     if list(runs.subsets) != expected_subsets(runs):
         raise ConfigError(f"runs.subsets does not match runs.targeted/untargeted/targets/"
                           f"ratios/random_seeds; it should be {expected_subsets(runs)}")
+    for method, seeds in (runs.get("method_seeds") or {}).items():
+        if method not in cfg.get("selectors", {}):
+            raise ConfigError(f"runs.method_seeds names '{method}', which is not in the "
+                              f"selectors catalogue: {sorted(cfg.get('selectors', {}))}")
+        if not seeds:
+            raise ConfigError(f"runs.method_seeds.{method} is empty: give at least one seed")
+    if "trained" in runs:
+        expected = trained_models(runs.subsets, runs.seeds, runs.get("method_seeds"))
+        if OmegaConf.to_container(runs.trained) != expected:
+            raise ConfigError("runs.trained does not match runs.subsets/seeds/method_seeds; "
+                              "rewrite params.yaml (python -m naitbench.config dump)")
     for key, targeted in (("targeted", True), ("untargeted", False)):
         for name in runs.get(key, []):
             if name not in cfg.get("selectors", {}):

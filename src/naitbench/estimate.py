@@ -3,8 +3,12 @@ params.yaml, printed before a long run starts (`make repro` does).
 
 The estimate multiplies the work the matrix implies (tokens per pass, models to train and
 score) by throughputs measured on the reference machine (`estimate` in conf/config.yaml,
-2-core CPU, SmolLM2-135M); a different machine or model needs its own rates. It counts every
-stage as if nothing were cached, so a resumed run finishes sooner.
+2-core CPU, SmolLM2-135M). A short probe (a fixed fp32 workload shaped like the model's
+matrix products and its vocabulary softmax, a few seconds) is timed on the machine at hand
+and every reference rate is scaled by how much faster or slower it ran than on the
+reference machine, so the printed time is this machine's, not the reference's. Another
+model, or a GPU, needs its own rates. It counts every stage as if nothing were cached, so a
+resumed run finishes sooner.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from naitbench.config import REPO_DIR
+from naitbench.config import REPO_DIR, subset_names, trained_pairs
 
 #: which target's held-out set an lm-eval task of the pack scores
 TASK_TARGETS = {"nb_humaneval_bpb": "code", "nb_humaneval_pass1": "code",
@@ -46,8 +50,47 @@ def _heldout_items(cfg: DictConfig, target: str) -> int:
     return int(spec.get("heldout_size") or cfg.estimate.default_heldout_items)
 
 
-def estimate(cfg: DictConfig) -> dict[str, float]:
-    """Seconds per stage group for the whole matrix of `cfg` (a composed config)."""
+PROBE_SHAPE = {"tokens": 512, "hidden": 576, "mlp": 1536, "vocab": 8192}
+
+
+def probe_seconds(repeats: int = 5) -> float:
+    """Best-of-`repeats` time of a fixed fp32 forward and backward pass through an MLP block
+    and a vocabulary projection with its log-softmax: the operations that dominate training,
+    extraction and scoring of a small causal LM on a CPU."""
+    import time
+
+    import torch
+
+    shape = PROBE_SHAPE
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape["tokens"], shape["hidden"], generator=gen)
+    up = torch.randn(shape["hidden"], shape["mlp"], generator=gen, requires_grad=True)
+    down = torch.randn(shape["mlp"], shape["hidden"], generator=gen, requires_grad=True)
+    head = torch.randn(shape["hidden"], shape["vocab"], generator=gen, requires_grad=True)
+    labels = torch.randint(shape["vocab"], (shape["tokens"],), generator=gen)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first round warms up allocator and kernels
+        start = time.perf_counter()
+        for _ in range(4):
+            h = x + torch.nn.functional.silu(x @ up) @ down * 0.01
+            loss = torch.nn.functional.cross_entropy(h @ head * 0.01, labels)
+            loss.backward()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def machine_speed(rates: Mapping[str, Any], probe_s: float | None) -> float:
+    """How fast this machine is relative to the reference (>1: faster), from the probe; 1.0
+    when no probe was run or the reference time is not recorded."""
+    reference = rates.get("probe_reference_s")
+    if probe_s is None or not reference:
+        return 1.0
+    return float(reference) / probe_s
+
+
+def estimate(cfg: DictConfig, speed: float = 1.0) -> dict[str, float]:
+    """Seconds per stage group for the whole matrix of `cfg` (a composed config), on a
+    machine `speed` times as fast as the reference one."""
     rates: Mapping[str, Any] = cfg.estimate
     tokens = _pool_records(cfg) * rates.tokens_per_record
     runs, start = cfg.runs, rates.stage_startup_s
@@ -72,15 +115,17 @@ def estimate(cfg: DictConfig) -> dict[str, float]:
                                                               len(runs.random_seeds))])
     select_s = sum(count * (start + per_stage.get(m, 0.0)) + once.get(m, 0.0)
                    for m, count in stages)
-    subset_tokens = sum(tokens * r for r in runs.ratios) * (
-        len(runs.targeted) * n_targets + len(runs.untargeted) + len(runs.random_seeds))
-    seeds = len(runs.seeds)
-    train_s = seeds * (subset_tokens * cfg.train.epochs + tokens * cfg.train.full_epochs) \
-        / rates.train_tok_s + seeds * (len(runs.subsets) + 1) * start
+    trained = trained_pairs(runs)
+    ratio_of = {name: r for r in runs.ratios for name in subset_names(
+        runs.targeted, runs.untargeted, runs.targets, [r], runs.random_seeds)}
+    subset_tokens = sum(tokens * ratio_of[name] for name, _ in trained)
+    full_runs = len(runs.seeds)
+    train_s = (subset_tokens * cfg.train.epochs + full_runs * tokens * cfg.train.full_epochs) \
+        / rates.train_tok_s + (len(trained) + full_runs) * start
     limit = cfg.eval.get("limit") or float("inf")
     items = sum(min(_heldout_items(cfg, TASK_TARGETS[t]), limit) for t in cfg.eval.tasks)
-    models = seeds * (len(runs.subsets) + 1) + 1
-    return {
+    models = len(trained) + full_runs + 1
+    parts = {
         "prepare (models, data)": rates.prepare_s,
         "features (one pass)": start + (tokens + indomain_tokens(cfg.data.prepared_targets))
         / rates.features_tok_s,
@@ -89,12 +134,15 @@ def estimate(cfg: DictConfig) -> dict[str, float]:
         "evaluate (lm-eval, every model)": models * (start + items * rates.eval_s_per_item),
         "report": rates.report_s,
     }
+    return {name: seconds / speed for name, seconds in parts.items()}
 
 
-def render(parts: Mapping[str, float], profile: str) -> str:
+def render(parts: Mapping[str, float], profile: str, speed: float | None = None) -> str:
     total = sum(parts.values())
-    lines = [f"Estimated time of `dvc repro` for profile '{profile}' (nothing cached, "
-             f"rates in params.yaml `estimate`):"]
+    where = ("the reference machine's rates in params.yaml `estimate`" if speed is None else
+             f"params.yaml `estimate` rates x {speed:.2f}, this machine's probe speed against "
+             f"the reference machine")
+    lines = [f"Estimated time of `dvc repro` for profile '{profile}' (nothing cached; {where}):"]
     lines += [f"  {name:<38} {seconds / 60:8.1f} min" for name, seconds in parts.items()]
     lines.append(f"  {'total':<38} {total / 60:8.1f} min ({total / 3600:.1f} h)")
     return "\n".join(lines)
@@ -103,9 +151,17 @@ def render(parts: Mapping[str, float], profile: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m naitbench.estimate")
     parser.add_argument("--params", type=Path, default=REPO_DIR / "params.yaml")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="skip the speed probe: print the reference machine's times")
     args = parser.parse_args(argv)
     cfg = OmegaConf.load(args.params)
-    print(render(estimate(cfg), cfg.profile_name), flush=True)
+    speed = None
+    if not args.no_probe:
+        probe_s = probe_seconds()
+        speed = machine_speed(cfg.estimate, probe_s)
+        print(f"speed probe: {probe_s:.3f} s (reference machine "
+              f"{cfg.estimate.get('probe_reference_s')} s)", flush=True)
+    print(render(estimate(cfg, speed or 1.0), cfg.profile_name, speed), flush=True)
 
 
 if __name__ == "__main__":
