@@ -7,6 +7,7 @@ import contextlib
 import io
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,9 @@ from naitbench.tracking import (
     group_name,
     log_comparison,
     read_offline_run,
+    read_records,
     start_run,
+    wait_for_run_file,
 )
 
 LONG_TEXT = "abcdefghij" * 8000  # 80 KB: the record spans three 32 KiB blocks
@@ -212,6 +215,36 @@ def test_not_a_run_file_is_a_clear_error(run_file, tmp_path):
         read_offline_run(run_file)
     with pytest.raises(OfflineRunError, match=r"expected one run-<id>\.wandb file, found none"):
         read_offline_run(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("flushed", [7, 2 * 32768], ids=["header", "two-blocks"])
+def test_finish_waits_for_the_service_to_write_the_run_file(run_file, tmp_path, flushed):
+    """What a reader found right after wandb's finish() (the service writes the file's header
+    and whole 32 KiB blocks, and the rest when it closes the run a moment later): the wait
+    returns only once the rest is there."""
+    data = run_file.read_bytes()
+    growing = tmp_path / "offline-run" / run_file.name
+    growing.parent.mkdir()
+    growing.write_bytes(data[:flushed])
+    with pytest.raises(OfflineRunError, match="no run record" if flushed == 7 else "truncated"):
+        read_offline_run(growing)
+
+    def close_the_file() -> None:
+        with growing.open("ab") as out:
+            out.write(data[flushed:])
+
+    closer = threading.Timer(0.2, close_the_file)
+    closer.start()
+    assert wait_for_run_file(growing.parent) == growing
+    assert growing.read_bytes() == data
+    closer.join()
+    assert read_records(growing)[-1].exit.exit_code == 0
+
+
+def test_run_file_that_never_completes_is_a_clear_error(run_file):
+    run_file.write_bytes(run_file.read_bytes()[:2 * 32768])
+    with pytest.raises(OfflineRunError, match=r"still incomplete after 0\.1 s \(.*truncated"):
+        wait_for_run_file(run_file, timeout_s=0.1)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,16 @@ Modes (conf/tracking/, `tracking.mode`): `offline` (the default) writes runs und
 nothing (wandb is not even imported). The config decides the mode; the WANDB_MODE
 environment variable does not override it.
 
+Closing a run (`Run.finish`, or leaving the `with` block) returns only once the offline run
+file is complete on disk. wandb's own `finish()` returns earlier: the W&B service buffers the
+file's last partial 32 KiB block in memory and writes it when it closes the run's stream,
+which it does on its own time after `finish()` (the request that triggers it gets no reply).
+A reader right after `finish()` could see the 7-byte header alone ("no run record") or a
+record cut at a block boundary. So `Run.finish` waits until the file decodes in full and
+ends with the run's exit record, the last record the service writes (`wait_for_run_file`).
+`wandb.teardown()` would also wait, but it ends every other run of the process and restarts
+the service for the next one.
+
 `read_offline_run` decodes an offline run's `run-<id>.wandb` file without the cloud, so tests
 (and users) can check what was logged. The file is in LevelDB's log format: a 7-byte header
 (b":W&B", magic 0xBEE1 little-endian, version 0), then 32 KiB blocks of chunks, each with a
@@ -34,6 +44,7 @@ import struct
 import sys
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,11 +181,16 @@ class Run:
             self._run.log({key: _wandb_table(rows, columns)})
 
     def finish(self, exit_code: int = 0) -> None:
-        """Close the run (a non-zero exit code marks it failed); safe to call twice."""
+        """Close the run (a non-zero exit code marks it failed); safe to call twice.
+
+        Offline, it returns once the run file is complete (see the module doc).
+        """
         if self._run is not None and not self._finished:
             self._finished = True
+            run_file = Path(self._run.settings.sync_file)
             self._run.finish(exit_code=exit_code)
             if self.settings.mode == "offline":
+                wait_for_run_file(run_file)
                 _print_sync_hint(self.settings.dir)
 
     def __enter__(self) -> Run:
@@ -332,6 +348,7 @@ _CHUNK_HEADER = struct.Struct("<IHB")
 _IDENT, _MAGIC, _VERSION = b":W&B", 0xBEE1, 0
 _BLOCK = 32768
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+RUN_FILE_TIMEOUT_S = 120.0
 
 
 class OfflineRunError(ValueError):
@@ -391,6 +408,38 @@ def _chunks(data: bytes, path: Path) -> Iterator[bytes]:
                                   f"{pos - length - _CHUNK_HEADER.size}")
     if pending is not None:
         raise OfflineRunError(f"{path}: truncated: the last record is incomplete")
+
+
+def wait_for_run_file(run_dir: str | Path, timeout_s: float = RUN_FILE_TIMEOUT_S) -> Path:
+    """Block until the W&B service has written an offline run file in full; returns its path.
+
+    Complete means: every chunk is there with a valid checksum and the last record is the
+    exit record (wandb writes nothing after it, and before closing the file it writes only
+    whole 32 KiB blocks, so the exit record's last chunk on disk means the file is closed).
+    A file still incomplete after `timeout_s` (the service died, or the file is damaged)
+    raises OfflineRunError saying why.
+    """
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2
+
+    deadline = time.monotonic() + timeout_s
+    pause = 0.005
+    while True:
+        try:
+            path = _run_file(run_dir)
+            tail = deque(_chunks(path.read_bytes(), path), maxlen=1)
+            last = wandb_internal_pb2.Record()
+            last.ParseFromString(tail[0] if tail else b"")
+            if last.WhichOneof("record_type") == "exit":
+                return path
+            problem = "no exit record yet"
+        except (OfflineRunError, OSError, DecodeError) as err:
+            problem = str(err)
+        if time.monotonic() >= deadline:
+            raise OfflineRunError(f"{run_dir}: the W&B run file is still incomplete after "
+                                  f"{timeout_s:g} s ({problem})")
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)
 
 
 def read_records(run_dir: str | Path) -> list[Any]:
