@@ -47,8 +47,8 @@ def fabricate(data: Path, effects: dict[str, dict[str, float]], seeds: list[int]
             write_scores(data / "scores" / name / f"seed{train_seed}", noisy, rng, difficulty)
         if name == "full":
             continue
-        method, *rest = name.split("-")
-        targets = [rest[0]] if method != "random" else []
+        method, *rest = name.split("-")        # <method>[-<target>]-r<ratio>-s<seed>
+        targets = rest[:1] if len(rest) == 3 else []
         ids = rng.choice(985, 98, replace=False)
         write_jsonl(data / "subsets" / f"{name}.jsonl", [{"id": f"p{i}"} for i in ids])
         write_json(data / "subsets" / f"{name}.manifest.json", {

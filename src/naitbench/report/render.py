@@ -194,7 +194,8 @@ def markdown(title: str, meta: Mapping[str, str], rows: list[Row], figure: Path 
     return "\n".join(lines)
 
 
-VERDICT_COLOURS = {BETTER: "#d9f2d9", WORSE: "#f8d7d7", INSIDE_NOISE: "#eeeeee"}
+VERDICT_COLOURS = {BETTER: "#d9f2d9", WORSE: "#f8d7d7", INSIDE_NOISE: "#eeeeee",
+                   NOT_ASSESSABLE: "#fff4d6"}
 IMAGE = re.compile(r"!\[(?P<alt>[^\]]*)\]\((?P<src>[^)]+)\)")
 
 
@@ -208,7 +209,7 @@ def _inline(text: str) -> str:
 
 def _cell(tag: str, text: str) -> str:
     colour = VERDICT_COLOURS.get(text) if tag == "td" else None
-    style = f' style="background:{colour}"' if colour else ""
+    style = f' style="background:{colour};white-space:nowrap"' if colour else ""
     return f"<{tag}{style}>{_inline(text)}</{tag}>"
 
 
