@@ -65,11 +65,14 @@ def legend(rows: list[Row]) -> list[str]:
 def _answer_phrase(name: str, c: Comparison | None) -> str:
     if c is None:
         return f"{name} has no random subsets to compare with"
-    return {BETTER: f"{name} beats random subsets",
-            WORSE: f"{name} is worse than random subsets",
-            INSIDE_NOISE: f"{name} cannot be told from random subsets (inside noise)",
-            NOT_ASSESSABLE: f"{name} cannot be judged against seed noise (one replicate each)",
-            }[c.verdict]
+    phrase = {BETTER: f"{name} beats random subsets",
+              WORSE: f"{name} is worse than random subsets",
+              INSIDE_NOISE: f"{name} cannot be told from random subsets (inside noise)",
+              NOT_ASSESSABLE: f"{name} cannot be judged against seed noise (one replicate "
+                              f"each)"}[c.verdict]
+    if c.verdict in (BETTER, WORSE) and abs(c.difference) < c.detectable:
+        phrase += " by less than this run can reliably detect"
+    return phrase
 
 
 def answer(rows: list[Row]) -> list[str]:
