@@ -67,6 +67,12 @@ def test_markdown_and_html_carry_the_numbers(runs, tmp_path):
     assert f"<code>{TASK}</code>" in page and "<strong>Verdict</strong>" in page
 
 
+def test_the_answer_says_when_no_headline_method_ran(runs, tmp_path):
+    rows = comparison_rows([r for r in runs if r.method != "nait"], n_boot=100)
+    text = markdown("Report", {}, rows, None, [], {}, tmp_path)
+    assert "No NAIT or RDS+ arm in this run" in _first_screen(text)
+
+
 def _first_screen(text: str) -> str:
     """Everything before the first task's section."""
     return text[:text.index("\n## ", text.index("## Answer") + 1)]
@@ -98,6 +104,11 @@ def test_report_leads_with_the_answer_for_target_and_transfer(report):
                 f"[{c['low']:+.4f}, {c['high']:+.4f}] | {c['verdict']} | "
                 f"{c['rank']} of {c['n_reference'] + 1} | {c['detectable']:.4f} |")
         assert line in first
+        caution = f"{row['arm_name']} {'beats' if c['verdict'] == BETTER else 'is worse than'}"
+        if c["verdict"] in (BETTER, WORSE):
+            bullet = next(b for b in first.splitlines() if f"`{row['task']}`:" in b)
+            said = f"{caution} random subsets by less than this run can reliably detect" in bullet
+            assert said == (abs(c["difference"]) < c["detectable"])
     assert first.count("This run could detect differences of about") == len(TASKS)
     assert first.index("(target)") < first.index("(transfer)")
     assert "figures/main.png" in first and text.count("**Verdict**") == 1

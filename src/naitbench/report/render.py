@@ -85,11 +85,13 @@ def answer(rows: list[Row]) -> list[str]:
     lines = []
     for task in task_order(headline):
         mine = [r for r in headline if r.task == task]
-        phrases = "; ".join(_answer_phrase(names[r.arm], r.vs_random)
-                            for r in mine)
-        detectable = sorted({_fmt(r.vs_random.detectable) for r in mine if r.vs_random})
-        reach = (f" This run could detect differences of about {' to '.join(detectable)} "
-                 f"{unit(mine[0].metric)} or more." if detectable else "")
+        phrases = "; ".join(_answer_phrase(names[r.arm], r.vs_random) for r in mine)
+        reachable = sorted(r.vs_random.detectable for r in mine if r.vs_random)
+        finite = list(dict.fromkeys(_fmt(d) for d in reachable if math.isfinite(d)))
+        reach = (f" This run could detect differences of about {' to '.join(finite)} "
+                 f"{unit(mine[0].metric)} or more." if finite else
+                 " With one replicate on each side, this run cannot measure seed noise."
+                 if reachable else "")
         lines += [f"- **{task_heading(rows, task)}**, `{task}`: {phrases}.{reach}"]
     lines += ["", "| task | arm | difference to random [95% interval] | verdict | "
               "rank among random subsets | smallest detectable difference |",
