@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+import re
 
+import pytest
+from report_data import TASKS, fabricate
+
+from naitbench.config import compose
+from naitbench.report.__main__ import build_report
 from naitbench.report.compare import comparison_rows
-from naitbench.report.figures import task_figure
+from naitbench.report.figures import main_figure
 from naitbench.report.render import html_page, markdown
 from naitbench.report.results import RunResult, TaskScore
+from naitbench.report.stats import BETTER, INSIDE_NOISE, WORSE
+
+TASK = "nb_humaneval_bpb"
 
 
 def _run(method, value, *, target=None, ratio=0.1, sel=None, train=0, shift=0.0):
     items = {f"q{i}": value + shift * (i % 2) for i in range(6)}
     return RunResult(method=method, target=target, ratio=ratio, selection_seed=sel,
                      train_seed=train, name=f"{method}-{target}-{sel}-{train}",
-                     scores={"code_bpb": TaskScore("bits_per_byte", False, value, items)})
+                     scores={TASK: TaskScore("bits_per_byte", False, value, items)})
 
 
 @pytest.fixture
@@ -29,22 +38,105 @@ def test_rows_compare_each_arm_with_random_and_full(runs):
     nait = rows["nait"]
     assert nait.mean == pytest.approx(0.639) and nait.n == 1
     assert nait.vs_random.difference == pytest.approx(0.639 - (0.671 + 0.687 + 0.669) / 3)
-    assert nait.vs_random.rank == 1 and not nait.vs_random.inside_noise
+    assert nait.vs_random.rank == 1 and nait.vs_random.verdict == BETTER   # lower bpb
     assert nait.vs_full.difference == pytest.approx(-0.011)
     assert rows["random"].n == 3 and rows["random"].vs_random is None
     assert rows["random"].sd == pytest.approx(0.0098658, abs=1e-6)
-    assert rows["base"].vs_random is None   # no random arm at the base's (absent) ratio
+    # one ratio in the run: the base model and full data are set against its random subsets
+    assert rows["base"].vs_random.verdict == WORSE and rows["base"].vs_random.rank == 4
+    assert rows["full"].vs_random.verdict == BETTER
 
 
 def test_markdown_and_html_carry_the_numbers(runs, tmp_path):
     rows = comparison_rows(runs, n_boot=300)
-    figure = task_figure(rows, "code_bpb", tmp_path / "figures" / "code_bpb.png")
+    figure = main_figure(rows, tmp_path / "figures" / "main.png")
     costs = [{"method": "nait", "target": "code", "wall_s": 12.5, "forward_tokens": 1000,
               "backward_tokens": 0, "note": "shares the extraction pass"}]
-    text = markdown("Report", {"profile": "smoke"}, rows, {"code_bpb": figure}, costs,
+    text = markdown("Report", {"profile": "smoke"}, rows, figure, costs,
                     {"Notes": ["full-pool row trained for 1 epoch"]}, tmp_path)
-    assert "| nait/code/0.1 | 1 | 0.6390 |" in text
-    assert "rank 1 of 4" in text and "figures/code_bpb.png" in text
+    heading = "HumanEval solutions, bits per byte (target)"
+    diff = f"{0.639 - (0.671 + 0.687 + 0.669) / 3:+.4f} ["
+    assert f"## {heading}: `{TASK}`" in text
+    assert f"| {heading} | NAIT (code) | {diff}" in text           # the answer's table
+    assert f"| NAIT (code) | 0.6390 | - | {diff}" in text and "| 1 of 4 | better |" in text
+    assert "| base model (no tuning) | `base` | 1 | 0.7230 |" in text
+    assert "figures/main.png" in text
     assert "| nait | code | 12.5 | 1,000 | 0 | shares the extraction pass |" in text
-    page = html_page("Report", text, {"code_bpb": figure}, tmp_path)
-    assert page.count("data:image/png;base64,") == 1 and "<td>nait/code/0.1</td>" in page
+    page = html_page("Report", text, [figure], tmp_path)
+    assert page.count("data:image/png;base64,") == 1 and "<td>NAIT (code)</td>" in page
+    assert f"<code>{TASK}</code>" in page and "<strong>Verdict</strong>" in page
+
+
+def test_the_answer_says_when_no_headline_method_ran(runs, tmp_path):
+    rows = comparison_rows([r for r in runs if r.method != "nait"], n_boot=100)
+    text = markdown("Report", {}, rows, None, [], {}, tmp_path)
+    assert "No NAIT or RDS+ arm in this run" in _first_screen(text)
+
+
+def _first_screen(text: str) -> str:
+    """Everything before the first task's section."""
+    return text[:text.index("\n## ", text.index("## Answer") + 1)]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """A built report over 2 tasks, 5 random subsets, NAIT and RDS+, 2 training seeds."""
+    data = tmp_path_factory.mktemp("report") / "data"
+    fabricate(data, {"nait-code-r0.1-s0": {"nb_humaneval_bpb": -0.03, "nb_gsm8k_bpb": -0.012},
+                     "rds-code-r0.1-s0": {"nb_humaneval_bpb": -0.01, "nb_gsm8k_bpb": -0.01}},
+              seeds=[0, 1])
+    cfg = compose(["profile=smoke", f"paths.data_dir={data}", "tracking=disabled",
+                   "runs.targeted=[nait,rds]", "runs.untargeted=[]",
+                   "runs.random_seeds=[0,1,2,3,4]", "runs.seeds=[0,1]", "report.n_boot=400"])
+    build_report(cfg)
+    return data / "report"
+
+
+def test_report_leads_with_the_answer_for_target_and_transfer(report):
+    text = (report / "report.md").read_text()
+    rows = json.loads((report / "comparison.json").read_text())["rows"]
+    first = _first_screen(text)
+    for row in (r for r in rows if r["method"] in ("nait", "rds")):
+        c = row["vs_random"]
+        role = "target" if row["task"] == "nb_humaneval_bpb" else "transfer"
+        assert row["task_title"].endswith(f"({role})")
+        line = (f"| {row['task_title']} | {row['arm_name']} | {c['difference']:+.4f} "
+                f"[{c['low']:+.4f}, {c['high']:+.4f}] | {c['verdict']} | "
+                f"{c['rank']} of {c['n_reference'] + 1} | {c['detectable']:.4f} |")
+        assert line in first
+        caution = f"{row['arm_name']} {'beats' if c['verdict'] == BETTER else 'is worse than'}"
+        if c["verdict"] in (BETTER, WORSE):
+            bullet = next(b for b in first.splitlines() if f"`{row['task']}`:" in b)
+            said = f"{caution} random subsets by less than this run can reliably detect" in bullet
+            assert said == (abs(c["difference"]) < c["detectable"])
+    assert first.count("This run could detect differences of about") == len(TASKS)
+    assert first.index("(target)") < first.index("(transfer)")
+    assert "figures/main.png" in first and text.count("**Verdict**") == 1
+    page = (report / "report.html").read_text()
+    answer = page[:page.index("<h2>", page.index("<h2>Answer</h2>") + 1)]
+    assert "<td>NAIT (code)</td>" in answer and "<td>RDS+ (code)</td>" in answer
+    assert "data:image/png;base64," in answer
+
+
+def test_verdicts_follow_the_interval_and_the_metric_direction(report):
+    rows = json.loads((report / "comparison.json").read_text())["rows"]
+    compared = [r for r in rows if r["vs_random"]]
+    assert len(compared) == 2 * len(TASKS) * 2          # nait, rds, full, base on each task
+    for row in compared:
+        c = row["vs_random"]
+        lower_side = c["high"] < 0
+        expected = (INSIDE_NOISE if c["low"] <= 0 <= c["high"]
+                    else BETTER if lower_side != row["higher_is_better"] else WORSE)
+        assert c["verdict"] == expected, row["arm"]
+
+
+def test_each_task_section_is_table_then_sentences_then_details(report):
+    text = (report / "report.md").read_text()
+    for task in TASKS:
+        section = text[text.index(f"`{task}`\n"):]
+        section = section[:section.index("\n## ")]
+        table = section.index("| arm | mean | between-seed sd |")
+        sentences = [m.start() for m in re.finditer(r"^- .+ scores? ", section, re.M)]
+        assert len(sentences) == 5                       # NAIT, RDS+, random, full, base
+        assert table < min(sentences) and max(sentences) < section.index("### Details")
+        assert "| NAIT (code) | `nait/code/0.1` | 2 |" in section

@@ -8,12 +8,17 @@ import numpy as np
 import pytest
 
 from naitbench.report.stats import (
+    BETTER,
+    INSIDE_NOISE,
+    NOT_ASSESSABLE,
+    WORSE,
     between_seed_sd,
     common_items,
     compare,
     detectable_difference,
     paired_difference,
     rank_among,
+    verdict,
 )
 
 
@@ -74,11 +79,22 @@ def test_detectable_difference_formula():
 def test_compare_says_inside_noise_when_seeds_cannot_resolve_it():
     refs = [_flat(0.847), _flat(0.867), _flat(0.853)]
     close = compare([_flat(0.851)], refs, higher_is_better=False, n_boot=500)
-    assert close.inside_noise and "inside seed noise" in close.verdict(False)
+    assert close.low <= 0 <= close.high and close.verdict == INSIDE_NOISE
     far = compare([_flat(0.639)], [_flat(0.671), _flat(0.687), _flat(0.669)],
                   higher_is_better=False, n_boot=500)
-    assert not far.inside_noise and far.rank == 1
-    assert far.verdict(higher_is_better=False).startswith("better")
+    assert far.high < 0 and far.rank == 1 and far.verdict == BETTER
+
+
+def test_the_verdict_word_is_the_side_of_zero_the_interval_lies_on():
+    # a negative interval is better for bits per byte (lower is better), worse for accuracy
+    assert verdict(-0.02, -0.01, 0.005, higher_is_better=False) == BETTER
+    assert verdict(-0.02, -0.01, 0.005, higher_is_better=True) == WORSE
+    assert verdict(0.01, 0.02, 0.005, higher_is_better=True) == BETTER
+    assert verdict(0.01, 0.02, 0.005, higher_is_better=False) == WORSE
+    # the interval alone decides: a difference below the detectable one keeps its side
+    assert verdict(0.001, 0.002, 0.05, higher_is_better=True) == BETTER
+    assert verdict(-0.01, 0.0, 0.005, higher_is_better=True) == INSIDE_NOISE
+    assert verdict(0.01, 0.02, math.inf, higher_is_better=True) == NOT_ASSESSABLE
 
 
 def test_items_must_overlap():
@@ -89,4 +105,4 @@ def test_items_must_overlap():
 def test_single_replicates_say_seed_noise_cannot_be_assessed():
     result = compare([_flat(0.8)], [_flat(0.5)], higher_is_better=True, n_boot=100)
     assert math.isinf(result.detectable)
-    assert result.verdict(True).startswith("seed noise cannot be assessed")
+    assert result.verdict == NOT_ASSESSABLE

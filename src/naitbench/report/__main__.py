@@ -15,7 +15,15 @@ from naitbench.config import CONF_DIR
 from naitbench.io import atomic_open, read_jsonl, write_json
 from naitbench.report.collect import collect, selection_costs
 from naitbench.report.compare import Row, comparison_rows
-from naitbench.report.figures import arm_label, task_figure
+from naitbench.report.figures import main_figure
+from naitbench.report.names import (
+    arm_label,
+    arm_names,
+    arm_order,
+    task_heading,
+    task_order,
+    task_title,
+)
 from naitbench.report.render import html_page, markdown
 from naitbench.report.results import REFERENCE_FULL
 from naitbench.select.analysis import overlap
@@ -57,15 +65,16 @@ def overlap_section(data_dir: Path, ratio_names: dict) -> list[str]:
 def transfer_section(rows: list[Row]) -> list[str]:
     """Difference to random subsets for every (selection target, evaluation task)."""
     targeted = [r for r in rows if r.target and r.vs_random]
-    tasks = sorted({r.task for r in targeted})
+    tasks = task_order(targeted)
     if not targeted:
         return ["No targeted arm has a random reference yet."]
-    lines = ["| arm (selected for) | " + " | ".join(tasks) + " |",
-             "|---|" + "---|" * len(tasks)]
-    for label in sorted({arm_label(r) for r in targeted}):
-        cells = {r.task: f"{r.vs_random.difference:+.4f}" for r in targeted
-                 if arm_label(r) == label}
-        lines.append(f"| {label} | " + " | ".join(cells.get(t, "-") for t in tasks) + " |")
+    names = arm_names(rows)
+    lines = ["| arm (selected for) | " + " | ".join(f"{task_title(t)} `{t}`" for t in tasks)
+             + " |", "|---|" + "---|" * len(tasks)]
+    for arm in dict.fromkeys(r.arm for r in sorted(targeted, key=arm_order)):
+        cells = {r.task: f"{r.vs_random.difference:+.4f} ({r.vs_random.verdict})"
+                 for r in targeted if r.arm == arm}
+        lines.append(f"| {names[arm]} | " + " | ".join(cells.get(t, "-") for t in tasks) + " |")
     return lines
 
 
@@ -97,8 +106,7 @@ def build_report(cfg: DictConfig) -> Path:
     if not runs:
         raise FileNotFoundError(f"no scored models under {data_dir}/scores: run evaluate first")
     rows = comparison_rows(runs, n_boot=cfg.report.n_boot, seed=cfg.report.seed)
-    figures = {task: task_figure(rows, task, out_dir / "figures" / f"{task}.png")
-               for task in sorted({r.task for r in rows})}
+    figure = main_figure(rows, out_dir / "figures" / "main.png")
     costs = selection_costs(data_dir, subsets)
     by_ratio: dict = {}
     for run in runs:
@@ -113,14 +121,16 @@ def build_report(cfg: DictConfig) -> Path:
                     transfer_section(rows),
                 "Training": training_section(data_dir, subsets, seeds),
                 "Notes": list(cfg.report.notes)}
-    text = markdown(f"NAIT-Bench comparison: {cfg.profile_name}", meta, rows, figures, costs,
+    text = markdown(f"NAIT-Bench comparison: {cfg.profile_name}", meta, rows, figure, costs,
                     sections, out_dir)
     with atomic_open(out_dir / "report.md") as handle:
         handle.write(text + "\n")
     with atomic_open(out_dir / "report.html") as handle:
-        handle.write(html_page(f"NAIT-Bench: {cfg.profile_name}", text, figures, out_dir))
+        handle.write(html_page(f"NAIT-Bench: {cfg.profile_name}", text, [figure], out_dir))
+    names = arm_names(rows)
     flat = [{**{k: v for k, v in asdict(r).items() if k not in ("vs_random", "vs_full")},
-             "arm": arm_label(r),
+             "arm": arm_label(r), "arm_name": names[r.arm],
+             "task_title": task_heading(rows, r.task),
              "vs_random": asdict(r.vs_random) if r.vs_random else None,
              "vs_full": asdict(r.vs_full) if r.vs_full else None} for r in rows]
     write_json(out_dir / "comparison.json", {"rows": flat, "costs": costs})
@@ -129,7 +139,7 @@ def build_report(cfg: DictConfig) -> Path:
     from naitbench.tracking import log_comparison
 
     log_comparison(cfg.tracking, [{k: v for k, v in f.items() if k != "values"} for f in flat],
-                   figures, config={"profile": cfg.profile_name})
+                   {"main": figure}, config={"profile": cfg.profile_name})
     return out_dir / "report.md"
 
 

@@ -27,12 +27,20 @@ class Row:
     vs_random: Comparison | None
     vs_full: Comparison | None
 
+    @property
+    def arm(self) -> tuple[str, str | None, float | None]:
+        """The arm this row belongs to, as `RunResult.arm`."""
+        return (self.method, self.target, self.ratio)
+
 
 def _random_arm(arms: dict, ratio: float | None) -> list[RunResult] | None:
-    for (method, _, arm_ratio), runs in arms.items():
-        if method == REFERENCE_RANDOM and arm_ratio == ratio:
-            return runs
-    return None
+    """The random subsets of the arm's ratio; for the base model and full data (no ratio),
+    the random subsets when the run has a single ratio."""
+    randoms = {arm_ratio: runs for (method, _, arm_ratio), runs in arms.items()
+               if method == REFERENCE_RANDOM}
+    if ratio is None and len(randoms) == 1:
+        return next(iter(randoms.values()))
+    return randoms.get(ratio)
 
 
 def _full_arm(arms: dict) -> list[RunResult] | None:

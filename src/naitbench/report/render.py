@@ -1,16 +1,32 @@
-"""Markdown and self-contained HTML renderings of the comparison."""
+"""Markdown and self-contained HTML renderings of the comparison.
+
+The report leads with the answer: whether the headline methods beat random subsets on each
+task, with seed-level intervals and the smallest difference the run could detect. Each task
+then gets a compact table, one plain sentence per arm, and the full statistics.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from naitbench.report.compare import Row
-from naitbench.report.figures import arm_label
-from naitbench.report.stats import Comparison
+from naitbench.report.names import (
+    HEADLINE_METHODS,
+    METHOD_TITLES,
+    arm_label,
+    arm_names,
+    arm_order,
+    task_heading,
+    task_order,
+    unit,
+)
+from naitbench.report.results import REFERENCE_RANDOM
+from naitbench.report.stats import BETTER, INSIDE_NOISE, NOT_ASSESSABLE, WORSE, Comparison
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -21,25 +37,138 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
-def _versus(comparison: Comparison | None, higher: bool, with_rank: bool) -> str:
-    if comparison is None:
+def _interval(c: Comparison | None) -> str:
+    if c is None:
         return "-"
-    text = (f"{comparison.difference:+.4f} [{comparison.low:+.4f}, {comparison.high:+.4f}]; "
-            f"{comparison.verdict(higher)}")
-    if with_rank:
-        text += f"; rank {comparison.rank} of {comparison.n_reference + 1}"
+    return f"{c.difference:+.4f} [{c.low:+.4f}, {c.high:+.4f}]"
+
+
+def _rank(c: Comparison | None) -> str:
+    return f"{c.rank} of {c.n_reference + 1}" if c else "-"
+
+
+def legend(rows: list[Row]) -> list[str]:
+    """What the verdict words, the rank and the detectable difference mean (said once)."""
+    lower = sorted({unit(r.metric) for r in rows if not r.higher_is_better})
+    direction = f" (lower is better for {', '.join(lower)})" if lower else ""
+    return [f"**Verdict**, arm against random subsets, from the 95% two-level bootstrap "
+            f"interval of their difference (replicates resampled, then evaluation items "
+            f"paired across arms): *{BETTER}* or *{WORSE}* when the whole interval lies on "
+            f"that side of zero{direction}; *{INSIDE_NOISE}* when it includes zero; "
+            f"*{NOT_ASSESSABLE}* with one replicate on each side, where the interval reflects "
+            f"evaluation items only. **Rank** 1 of n+1 means better than all n random "
+            f"subsets. **Smallest detectable difference**: what this run's seed counts detect "
+            f"with 80% power at the 5% level, given the random subsets' between-seed standard "
+            f"deviation; a verdict on a smaller difference rests on few seeds."]
+
+
+def _answer_phrase(name: str, c: Comparison | None) -> str:
+    if c is None:
+        return f"{name} has no random subsets to compare with"
+    phrase = {BETTER: f"{name} beats random subsets",
+              WORSE: f"{name} is worse than random subsets",
+              INSIDE_NOISE: f"{name} cannot be told from random subsets (inside noise)",
+              NOT_ASSESSABLE: f"{name} cannot be judged against seed noise (one replicate "
+                              f"each)"}[c.verdict]
+    if c.verdict in (BETTER, WORSE) and abs(c.difference) < c.detectable:
+        phrase += " by less than this run can reliably detect"
+    return phrase
+
+
+def answer(rows: list[Row]) -> list[str]:
+    """The first screen: one sentence per task and the headline table."""
+    names = arm_names(rows)
+    headline = sorted((r for r in rows if r.method in HEADLINE_METHODS), key=arm_order)
+    if not headline:
+        wanted = " or ".join(METHOD_TITLES[m] for m in HEADLINE_METHODS)
+        return [f"No {wanted} arm in this run: the tables below compare the others."]
+    lines = []
+    for task in task_order(headline):
+        mine = [r for r in headline if r.task == task]
+        phrases = "; ".join(_answer_phrase(names[r.arm], r.vs_random) for r in mine)
+        reachable = sorted(r.vs_random.detectable for r in mine if r.vs_random)
+        finite = list(dict.fromkeys(_fmt(d) for d in reachable if math.isfinite(d)))
+        reach = (f" This run could detect differences of about {' to '.join(finite)} "
+                 f"{unit(mine[0].metric)} or more." if finite else
+                 " With one replicate on each side, this run cannot measure seed noise."
+                 if reachable else "")
+        lines += [f"- **{task_heading(rows, task)}**, `{task}`: {phrases}.{reach}"]
+    lines += ["", "| task | arm | difference to random [95% interval] | verdict | "
+              "rank among random subsets | smallest detectable difference |",
+              "|---|---|---|---|---|---|"]
+    for task in task_order(headline):
+        for r in (r for r in headline if r.task == task):
+            c = r.vs_random
+            lines.append(f"| {task_heading([r], task)} | {names[r.arm]} "
+                         f"| {_interval(c)} | {c.verdict if c else '-'} | {_rank(c)} | "
+                         f"{_fmt(c.detectable) if c else '-'} |")
+    return lines
+
+
+def compact_table(rows: list[Row], task: str) -> list[str]:
+    """One task's arms: mean, seed spread, difference to random subsets, rank, verdict."""
+    names = arm_names(rows)
+    lines = ["| arm | mean | between-seed sd | difference to random [95% interval] | "
+             "rank among random subsets | verdict |", "|---|---|---|---|---|---|"]
+    for r in sorted((r for r in rows if r.task == task), key=arm_order):
+        c = r.vs_random
+        word = "reference" if r.method == REFERENCE_RANDOM else (c.verdict if c else "-")
+        lines.append(f"| {names[r.arm]} | {_fmt(r.mean)} | "
+                     f"{_fmt(r.sd)} | {_interval(c)} | {_rank(c)} | {word} |")
+    return lines
+
+
+def sentence(row: Row, name: str) -> str:
+    """One arm on one task in plain words."""
+    what = unit(row.metric)
+    if row.method == REFERENCE_RANDOM:
+        return (f"The random subsets ({row.n} replicates) score {_fmt(row.mean)} {what} on "
+                f"average, with a between-seed standard deviation of {_fmt(row.sd)}; their "
+                f"range ({_fmt(min(row.values))} to {_fmt(max(row.values))}) is the grey band "
+                f"in the figure.")
+    name = name[0].upper() + name[1:]
+    seeds = f" (mean of {row.n} replicates)" if row.n > 1 else ""
+    c = row.vs_random
+    if c is None:
+        return f"{name} scores {_fmt(row.mean)} {what}{seeds}; no random subsets to compare."
+    side = "higher" if c.difference > 0 else "lower"
+    interval = f"the 95% interval ({c.low:+.4f} to {c.high:+.4f})"
+    why = {BETTER: f"better: {interval} lies entirely on the better side of zero",
+           WORSE: f"worse: {interval} lies entirely on the worse side of zero",
+           INSIDE_NOISE: f"inside noise: {interval} includes zero",
+           NOT_ASSESSABLE: f"not assessable: one replicate on each side, so {interval} "
+                           f"reflects evaluation items only"}[c.verdict]
+    text = (f"{name} scores {_fmt(row.mean)} {what}{seeds}, {abs(c.difference):.4f} {side} "
+            f"than the random subsets, {why}; it ranks {_rank(c)} next to their "
+            f"{c.n_reference} replicates.")
+    if c.verdict in (BETTER, WORSE) and abs(c.difference) < c.detectable:
+        text += (f" The difference is below the {_fmt(c.detectable)} this run can reliably "
+                 f"detect, so it rests on few seeds.")
     return text
 
 
-def score_table(rows: list[Row], task: str) -> list[str]:
-    """Markdown table of one task: every arm with its statistics against the references."""
-    lines = ["| arm | n | mean | between-seed sd | vs random subsets: diff [95% CI]; verdict; "
-             "rank | vs full data: diff [95% CI]; verdict |", "|---|---|---|---|---|---|"]
-    for row in (r for r in rows if r.task == task):
-        lines.append(f"| {arm_label(row)} | {row.n} | {_fmt(row.mean)} | {_fmt(row.sd)} | "
-                     f"{_versus(row.vs_random, row.higher_is_better, True)} | "
-                     f"{_versus(row.vs_full, row.higher_is_better, False)} |")
+def details_table(rows: list[Row], task: str) -> list[str]:
+    """Every statistic of one task, against random subsets and against full data."""
+    names = arm_names(rows)
+    lines = ["| arm | id | n | mean | between-seed sd | vs random: difference [95% interval] | "
+             "verdict | smallest detectable | vs full data: difference [95% interval] | "
+             "verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted((r for r in rows if r.task == task), key=arm_order):
+        rand, full = r.vs_random, r.vs_full
+        lines.append(f"| {names[r.arm]} | `{arm_label(r)}` | {r.n} | "
+                     f"{_fmt(r.mean)} | {_fmt(r.sd)} | {_interval(rand)} | "
+                     f"{rand.verdict if rand else '-'} | {_fmt(rand.detectable) if rand else '-'}"
+                     f" | {_interval(full)} | {full.verdict if full else '-'} |")
     return lines
+
+
+def task_section(rows: list[Row], task: str) -> list[str]:
+    """A task's compact table, one sentence per arm, then the details."""
+    names = arm_names(rows)
+    ordered = sorted((r for r in rows if r.task == task), key=arm_order)
+    sentences = [f"- {sentence(r, names[r.arm])}" for r in ordered]
+    return [f"## {task_heading(rows, task)}: `{task}`", "", *compact_table(rows, task), "",
+            *sentences, "", "### Details", "", *details_table(rows, task), ""]
 
 
 def cost_table(costs: list[Mapping]) -> list[str]:
@@ -53,63 +182,82 @@ def cost_table(costs: list[Mapping]) -> list[str]:
     return lines
 
 
-def markdown(title: str, meta: Mapping[str, str], rows: list[Row], figures: Mapping[str, Path],
+def markdown(title: str, meta: Mapping[str, str], rows: list[Row], figure: Path | None,
              costs: list[Mapping], sections: Mapping[str, list[str]], out_dir: Path) -> str:
-    """The whole report as Markdown; figures are referenced relative to `out_dir`."""
-    lines = [f"# {title}", ""]
+    """The whole report as Markdown; the figure is referenced relative to `out_dir`."""
+    lines = [f"# {title}", "", "## Answer", "", *answer(rows), "", *legend(rows), ""]
+    if figure is not None:
+        lines += [f"![Every replicate as a dot; the grey band is the range of the random "
+                  f"subsets]({figure.relative_to(out_dir)})", ""]
     lines += [f"- **{k}**: {v}" for k, v in meta.items()]
-    lines += ["", "Seeds are the unit of replication: intervals come from a two-level bootstrap "
-              "(replicates, then evaluation items paired across arms). A difference is called "
-              "*inside seed noise* when its interval includes zero or it is smaller than the "
-              "difference the current seed counts can detect (80% power, 5% level).", ""]
-    for task in sorted({r.task for r in rows}):
-        lines += [f"## {task}", ""]
-        if task in figures:
-            lines += [f"![{task}]({figures[task].relative_to(out_dir)})", ""]
-        lines += [*score_table(rows, task), ""]
+    lines.append("")
+    for task in task_order(rows):
+        lines += task_section(rows, task)
     lines += ["## Selection cost", "", *cost_table(costs), ""]
     for heading, body in sections.items():
         lines += [f"## {heading}", "", *body, ""]
     return "\n".join(lines)
 
 
-def html_page(title: str, markdown_text: str, figures: Mapping[str, Path], out_dir: Path) -> str:
+VERDICT_COLOURS = {BETTER: "#d9f2d9", WORSE: "#f8d7d7", INSIDE_NOISE: "#eeeeee",
+                   NOT_ASSESSABLE: "#fff4d6"}
+IMAGE = re.compile(r"!\[(?P<alt>[^\]]*)\]\((?P<src>[^)]+)\)")
+
+
+def _inline(text: str) -> str:
+    """Escape, then the few inline Markdown forms the report uses: `code`, **bold**, *em*."""
+    out = html.escape(text)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", out)
+
+
+def _cell(tag: str, text: str) -> str:
+    colour = VERDICT_COLOURS.get(text) if tag == "td" else None
+    style = f' style="background:{colour};white-space:nowrap"' if colour else ""
+    return f"<{tag}{style}>{_inline(text)}</{tag}>"
+
+
+def html_page(title: str, markdown_text: str, figures: Iterable[Path], out_dir: Path) -> str:
     """A self-contained HTML page: Markdown tables converted, figures embedded as base64."""
-    body, table = [], []
+    body, table, items = [], [], []
 
     def flush() -> None:
+        if items:
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
+            items.clear()
         if table:
             head, *rest = [r for r in table if not set(r) <= set("|-")]
-            cells = [c.strip() for c in head.strip("|").split("|")]
-            body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells)
-                        + "</tr>")
-            for line in rest:
-                cells = [c.strip() for c in line.strip("|").split("|")]
-                body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-                            + "</tr>")
-            body.append("</table>")
+            split = [[c.strip() for c in line.strip("|").split("|")] for line in (head, *rest)]
+            body.append("<table><tr>" + "".join(_cell("th", c) for c in split[0]) + "</tr>"
+                        + "".join("<tr>" + "".join(_cell("td", c) for c in cells) + "</tr>"
+                                  for cells in split[1:]) + "</table>")
             table.clear()
 
-    embedded = {str(p.relative_to(out_dir)): p for p in figures.values()}
+    embedded = {str(p.relative_to(out_dir)): p for p in figures}
     for line in markdown_text.splitlines():
         if line.startswith("|"):
             table.append(line)
             continue
+        if line.startswith("- "):
+            items.append(line[2:])
+            continue
         flush()
+        image = IMAGE.fullmatch(line)
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
-        elif line.startswith("![") and "](" in line:
-            rel = line.split("](", 1)[1].rstrip(")")
-            data = base64.b64encode(embedded[rel].read_bytes()).decode()
-            body.append(f'<img alt="{html.escape(rel)}" src="data:image/png;base64,{data}">')
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:]).replace('**', '')}</li>")
+            body.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+        elif image:
+            data = base64.b64encode(embedded[image["src"]].read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(image["alt"])}" '
+                        f'src="data:image/png;base64,{data}">')
         elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
+            body.append(f"<p>{_inline(line)}</p>")
     flush()
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
-             "collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "img{max-width:100%}")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}"
+             "table{border-collapse:collapse;font-size:13px;margin:6px 0}"
+             "td,th{border:1px solid #ccc;padding:3px 6px}th{background:#f4f4f4}"
+             "code{font-size:12px;color:#444}img{max-width:100%}li{margin:2px 0}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
+

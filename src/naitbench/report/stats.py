@@ -13,6 +13,10 @@ items do, so seeds are the unit of replication: a method's result is a set of re
   detects with probability `power`, given the seed counts and the between-seed spread:
   (z_{1-alpha/2} + z_{power}) * sd * sqrt(1/n_method + 1/n_reference), with `sd` the
   reference's between-seed standard deviation (the method often has a single replicate).
+- `verdict`: one word. "better" / "worse" when the 95% interval lies entirely on that side
+  of zero (the metric's direction decides which side is better), "inside noise" when it
+  includes zero, "not assessable" with one replicate on each side (the interval then
+  reflects evaluation items only).
 """
 
 from __future__ import annotations
@@ -36,20 +40,19 @@ class Comparison:
     rank: int
     n_reference: int
     detectable: float
-    inside_noise: bool
+    verdict: str
 
-    def verdict(self, higher_is_better: bool) -> str:
-        """The comparison in words, saying when the difference is inside seed noise."""
-        if math.isinf(self.detectable):
-            return ("seed noise cannot be assessed: one replicate on each side, so the "
-                    "interval reflects evaluation items only")
-        if self.inside_noise:
-            reason = ("the interval includes zero" if self.low <= 0 <= self.high
-                      else "it is smaller than the seeds can resolve")
-            return (f"inside seed noise ({reason}; with these seed counts only differences "
-                    f"of about {self.detectable:.3g} or more are detectable)")
-        better = (self.difference > 0) == higher_is_better
-        return f"{'better' if better else 'worse'} than the reference beyond seed noise"
+
+BETTER, WORSE, INSIDE_NOISE, NOT_ASSESSABLE = "better", "worse", "inside noise", "not assessable"
+
+
+def verdict(low: float, high: float, detectable: float, higher_is_better: bool) -> str:
+    """One word for an interval of (method - reference): which side of zero it lies on."""
+    if math.isinf(detectable):
+        return NOT_ASSESSABLE
+    if low <= 0 <= high:
+        return INSIDE_NOISE
+    return BETTER if (low > 0) == higher_is_better else WORSE
 
 
 def _as_matrix(replicates: list[dict[str, float]], items: list[str]) -> np.ndarray:
@@ -124,7 +127,7 @@ def compare(method: list[dict[str, float]], reference: list[dict[str, float]], *
     spread = sd_r if not np.isnan(sd_r) else sd_m
     detectable = (detectable_difference(spread, len(method), len(reference))
                   if not np.isnan(spread) else float("inf"))
-    inside = bool(low <= 0 <= high or abs(diff) < detectable)
     return Comparison(difference=diff, low=low, high=high, sd_method=sd_m, sd_reference=sd_r,
                       rank=rank_among(float(means_m.mean()), means_r, higher_is_better),
-                      n_reference=len(reference), detectable=detectable, inside_noise=inside)
+                      n_reference=len(reference), detectable=detectable,
+                      verdict=verdict(low, high, detectable, higher_is_better))
