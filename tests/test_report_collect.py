@@ -31,9 +31,9 @@ def test_collect_reads_the_matrix_rows_only(tmp_path):
     for name, value in (("length-r0.1-s0", 0.65), ("stale-r0.2-s0", 0.1)):
         _scored(data / "scores" / name / "seed0", value)
         _manifest(data, name)
-    names = [r.name for r in collect(data, ["length-r0.1-s0"], [0])]
+    names = [r.name for r in collect(data, [("full", 0), ("length-r0.1-s0", 0)])]
     assert names == ["base", "full/seed0", "length-r0.1-s0/seed0"]
     assert len(collect(data)) == 4                       # no matrix: everything on disk
     assert [c["subset"] for c in selection_costs(data, ["length-r0.1-s0"])] == ["length-r0.1-s0"]
     with pytest.raises(FileNotFoundError, match="run their evaluate stages"):
-        collect(data, ["length-r0.1-s0"], [0, 1])
+        collect(data, [("full", 0), ("length-r0.1-s0", 0), ("length-r0.1-s0", 1)])

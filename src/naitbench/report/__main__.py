@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from naitbench.config import CONF_DIR
+from naitbench.config import CONF_DIR, trained_pairs
 from naitbench.io import atomic_open, read_jsonl, write_json
 from naitbench.report.collect import collect, selection_costs
 from naitbench.report.compare import Row, comparison_rows
@@ -78,11 +78,11 @@ def transfer_section(rows: list[Row]) -> list[str]:
     return lines
 
 
-def training_section(data_dir: Path, subsets: list[str], seeds: list[int]) -> list[str]:
+def training_section(data_dir: Path, models: list[tuple[str, int]]) -> list[str]:
     """What each trained row saw (epochs, steps, tokens, time): rows trained differently,
     e.g. the full pool with fewer epochs, are visible next to their scores."""
     files = [data_dir / "runs" / name / f"seed{seed}" / "train_metrics.json"
-             for name in (REFERENCE_FULL, *subsets) for seed in seeds]
+             for name, seed in models]
     files = [f for f in files if f.exists()]
     if not files:
         return ["No training metrics found."]
@@ -101,8 +101,9 @@ def build_report(cfg: DictConfig) -> Path:
     """Collect scores, compute statistics, write report.md/.html, figures and comparison.json."""
     data_dir = Path(cfg.paths.data_dir)
     out_dir = Path(cfg.report.dir)
-    subsets, seeds = list(cfg.runs.subsets), list(cfg.runs.seeds)
-    runs = collect(data_dir, subsets, seeds)
+    subsets = list(cfg.runs.subsets)
+    models = [(REFERENCE_FULL, int(s)) for s in cfg.runs.seeds] + trained_pairs(cfg.runs)
+    runs = collect(data_dir, models)
     if not runs:
         raise FileNotFoundError(f"no scored models under {data_dir}/scores: run evaluate first")
     rows = comparison_rows(runs, n_boot=cfg.report.n_boot, seed=cfg.report.seed)
@@ -119,7 +120,7 @@ def build_report(cfg: DictConfig) -> Path:
     sections = {"Subset overlap and core subset": overlap_section(data_dir, by_ratio),
                 "Transfer: difference to random subsets (selected for A, scored on B)":
                     transfer_section(rows),
-                "Training": training_section(data_dir, subsets, seeds),
+                "Training": training_section(data_dir, models),
                 "Notes": list(cfg.report.notes)}
     text = markdown(f"NAIT-Bench comparison: {cfg.profile_name}", meta, rows, figure, costs,
                     sections, out_dir)

@@ -44,32 +44,31 @@ def task_scores(score_dir: Path) -> dict[str, TaskScore]:
     return scores
 
 
-def scored_dirs(data_dir: Path, subsets: Sequence[str] | None,
-                seeds: Sequence[int] | None) -> list[Path]:
-    """The score directories of the matrix (full data and `subsets`, each x `seeds`), or with
-    no matrix given every one on disk. A matrix row without scores is an error, and rows left
-    on disk by an earlier, larger matrix are not read."""
-    if subsets is None or seeds is None:
+def scored_dirs(data_dir: Path, models: Sequence[tuple[str, int]] | None) -> list[Path]:
+    """The score directories of the matrix's `models` ((subset or full, training seed) pairs),
+    or with no matrix given every one on disk. A matrix row without scores is an error, and
+    rows left on disk by an earlier, larger matrix are not read."""
+    if models is None:
         return [m.parent for m in sorted((data_dir / "scores").glob("*/seed*/metrics.json"))]
-    dirs = [data_dir / "scores" / name / f"seed{seed}"
-            for name in (REFERENCE_FULL, *subsets) for seed in seeds]
+    dirs = [data_dir / "scores" / name / f"seed{seed}" for name, seed in models]
     missing = [str(d) for d in dirs if not (d / "metrics.json").exists()]
     if missing:
         raise FileNotFoundError(f"no metrics.json in {missing[:5]}: run their evaluate stages")
     return dirs
 
 
-def collect(data_dir: str | Path, subsets: Sequence[str] | None = None,
-            seeds: Sequence[int] | None = None) -> list[RunResult]:
-    """The scored models of the matrix (`subsets` x training `seeds`, full data, the base
-    model), labelled from the subset manifests; everything on disk when no matrix is given."""
+def collect(data_dir: str | Path,
+            models: Sequence[tuple[str, int]] | None = None) -> list[RunResult]:
+    """The scored models of the matrix (`models`: (subset or full, training seed) pairs) and
+    the base model, labelled from the subset manifests; everything on disk when no matrix is
+    given."""
     data_dir = Path(data_dir)
     runs = []
     base = data_dir / "scores" / BASE
     if (base / "metrics.json").exists():
         runs.append(RunResult(method=BASE, target=None, ratio=None, selection_seed=None,
                               train_seed=None, name=BASE, scores=task_scores(base)))
-    for score_dir in scored_dirs(data_dir, subsets, seeds):
+    for score_dir in scored_dirs(data_dir, models):
         subset, train_seed = score_dir.parent.name, int(SEED_DIR.search(score_dir.name)[1])
         if subset == REFERENCE_FULL:
             runs.append(RunResult(method=REFERENCE_FULL, target=None, ratio=None,
