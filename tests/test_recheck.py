@@ -12,6 +12,7 @@ import yaml
 
 from naitbench.report.recheck import (
     Check,
+    header_task,
     main,
     page_numbers,
     point_at_mirror,
@@ -119,6 +120,14 @@ def test_page_tables_without_a_task_column_are_ignored():
     assert [(n.field, n.value, n.decimals) for n in nait] == [
         ("mean", 0.5336, 4), ("vs_random.difference", -0.002, 4), ("vs_random.rank", 1.0, 0),
         ("mean", 0.6872, 4)]
+
+
+def test_a_header_names_the_task_whose_name_it_matches_best():
+    tasks = ["nb_humaneval_bpb", "nb_humaneval_pass1", "nb_gsm8k_bpb"]
+    assert header_task("HumanEval bpb", tasks) == "nb_humaneval_bpb"
+    assert header_task("HumanEval pass@1", tasks) == "nb_humaneval_pass1"
+    assert header_task("HumanEval", tasks) is None          # two tasks fit equally
+    assert header_task("wall time", tasks) is None
 
 
 def test_the_mirror_path_is_replaced_under_the_committed_data_root():

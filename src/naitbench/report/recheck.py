@@ -156,7 +156,7 @@ class PageNumber:
     value: float
     decimals: int
     field: str          # "mean", "sd", "vs_random.difference" or "vs_random.rank"
-    task: str | None
+    task: str
 
 
 def _cells(line: str) -> list[str]:
@@ -175,10 +175,18 @@ def _tables(text: str) -> Iterator[list[list[str]]]:
         block = []
 
 
-def _task_word(task: str) -> str:
-    """nb_humaneval_bpb -> humaneval: the word a page uses for the task."""
-    parts = task.split("_")
-    return parts[1] if len(parts) >= 3 else task
+def header_task(header: str, tasks: Sequence[str]) -> str | None:
+    """The task a column header names: its benchmark word must appear ("HumanEval bpb" ->
+    nb_humaneval_bpb); among several, the one with most of its name's parts present (bpb
+    against pass1); None when that is not a single task."""
+    plain = re.sub(r"[^a-z0-9]", "", header.lower())
+    hits = {}
+    for task in tasks:
+        parts = task.split("_")[1:] if task.startswith("nb_") else task.split("_")
+        if parts and parts[0] in plain:
+            hits[task] = sum(part in plain for part in parts)
+    best = [t for t, n in hits.items() if n == max(hits.values(), default=0)]
+    return best[0] if len(best) == 1 else None
 
 
 def page_numbers(text: str, tasks: Sequence[str]) -> list[PageNumber]:
@@ -191,7 +199,7 @@ def page_numbers(text: str, tasks: Sequence[str]) -> list[PageNumber]:
         current = None
         for name in header:
             plain = re.sub(r"[^a-z0-9]", "", name.lower())
-            task = next((t for t in tasks if _task_word(t) in plain), None)
+            task = header_task(name, tasks)
             if task is not None and not plain.startswith("vs"):
                 current = task
                 columns.append((task, "mean"))
