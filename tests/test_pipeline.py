@@ -84,9 +84,9 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
     shown = _run([sys.executable, "-m", "dvc", "exp", "show", "--json"], copy, env)
     assert _has_param(json.loads(shown), "n_boot", 300)
 
-    # Features re-extracted in another process (another batch size pads differently, so the
-    # floats may change in their last bits) and selection re-run: the subset files training
-    # depends on hold ids only, so no training or scoring stage is out of date.
+    # Features re-extracted in another process (with another batch size) and selection
+    # re-run: training depends on the ids-only subset files, so no training or scoring stage
+    # is out of date (test_select checks that float noise leaves those files unchanged).
     subset_files = {p: p.read_bytes() for p in (data / "subsets").glob("*-s0.jsonl")
                     if not p.name.endswith(".scores.jsonl")}
     _run([sys.executable, "-m", "naitbench.config", "dump", *profile, "report.n_boot=300",

@@ -128,6 +128,19 @@ def test_subset_file_holds_only_the_ranked_ids(tmp_path):
     assert {"python", "torch", "transformers"} <= set(manifest["versions"])
 
 
+def test_float_noise_changes_the_scores_file_but_not_the_subset_file(tmp_path):
+    rng = np.random.default_rng(1)
+    ids = [f"id{i:02d}" for i in range(50)]
+    scores = rng.normal(size=50)
+    written = {}
+    for run, noisy in (("a", scores), ("b", scores * (1 + 1e-13))):   # another machine
+        out = tmp_path / run
+        write_subset(out, "x", ids, noisy, top_ratio(ids, noisy, 0.2), {"method": "x"})
+        written[run] = {p.name: p.read_bytes() for p in out.glob("*.jsonl")}
+    assert written["a"]["x.jsonl"] == written["b"]["x.jsonl"]
+    assert written["a"]["x.scores.jsonl"] != written["b"]["x.scores.jsonl"]
+
+
 def test_aggregations():
     assert np.allclose(zscore_mean([np.array([1.0, 2, 3]), np.array([10.0, 30, 20])]),
                        [-1.2247449, 0.6123724, 0.6123724])
