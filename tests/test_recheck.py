@@ -91,13 +91,13 @@ def test_numbers_beyond_the_tolerance_are_reported(tmp_path):
         ("comparison", "nait/code/0.1 nb_humaneval_bpb/bits_per_byte values[0]"),
         ("comparison", "nait/code/0.1 nb_humaneval_bpb/bits_per_byte vs_random.difference"),
         ("comparison", "nait/code/0.1 nb_humaneval_bpb/bits_per_byte vs_random.rank"),
-        ("page", "NAIT (code) | HumanEval bpb | mean"),
-        ("page", "NAIT (code) | vs random (rank of 4) | vs_random.rank"),
+        ("page", "NAIT (code) / HumanEval bpb / mean"),
+        ("page", "NAIT (code) / vs random (rank of 4) / vs_random.rank"),
         ("artefact", "select@nait-code-0.1 data/subsets/nait.jsonl")}
     # the page's -0.0020 is within 1e-4 plus half a printed unit of -0.00192
     page = {c.key: c for c in checks if c.source == "page"}
-    assert not page["NAIT (code) | vs random (rank of 4) | vs_random.difference"].differs
-    assert page["random, 3 subsets (mean, sd) | HumanEval bpb | sd"].rebuilt == pytest.approx(
+    assert not page["NAIT (code) / vs random (rank of 4) / vs_random.difference"].differs
+    assert page["random, 3 subsets (mean, sd) / HumanEval bpb / sd"].rebuilt == pytest.approx(
         0.0017)
     assert [n.row for n in unmatched] == ["mystery method"]
     assert len(page) == 10      # base x2, random mean+sd x2, NAIT mean x2, diff, rank

@@ -260,7 +260,7 @@ def page_checks(committed: Snapshot, rebuilt: Snapshot,
         if row is None or not isinstance(value, int | float):
             unmatched.append(number)
             continue
-        checks.append(Check("page", f"{number.row} | {number.column} | {number.field}",
+        checks.append(Check("page", f"{number.row} / {number.column} / {number.field}",
                             number.value, value, tolerance + 0.5 * 10 ** -number.decimals))
     return checks, unmatched
 
@@ -328,9 +328,10 @@ def point_at_mirror(params: object, old: str, new: str) -> object:
 
 def rebuild(repo: Path, commit: str, venv: Path, data_root: Path | None,
             workdir: Path) -> tuple[Path, float]:
-    """Clone `repo` at `commit` into `workdir`/repo, point its committed params.yaml at the
-    data mirror (default: the committed data root as seen from `repo`) and run `dvc repro`
-    with `venv`'s tools; return the clone and the repro's wall time (s)."""
+    """Clone `repo` at `commit` into `workdir`/repo, remove the committed results there,
+    point its committed params.yaml at the data mirror (default: the committed data root as
+    seen from `repo`) and run every stage (`dvc repro --force`) with `venv`'s tools; return
+    the clone and the repro's wall time (s)."""
     import yaml
 
     bin_dir = Path(venv).resolve() / "bin"
@@ -341,6 +342,9 @@ def rebuild(repo: Path, commit: str, venv: Path, data_root: Path | None,
     subprocess.run(["git", "clone", "--quiet", "--no-checkout", str(repo), str(clone)],
                    check=True)
     _git(clone, "checkout", "--quiet", commit)
+    for tracked in _git(clone, "ls-files", "data").split("\n"):   # committed results
+        if tracked and not tracked.endswith(".gitignore"):
+            (clone / tracked).unlink()
     params_file = clone / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     old = str(params["paths"]["data_root"])
@@ -353,7 +357,7 @@ def rebuild(repo: Path, commit: str, venv: Path, data_root: Path | None,
            "PYTHONPATH": f"{clone / 'src'}{os.pathsep}{clone}",
            "VIRTUAL_ENV": str(bin_dir.parent)}
     began = time.perf_counter()
-    subprocess.run([str(bin_dir / "dvc"), "repro"], cwd=clone, env=env, check=True)
+    subprocess.run([str(bin_dir / "dvc"), "repro", "--force"], cwd=clone, env=env, check=True)
     return clone, time.perf_counter() - began
 
 
