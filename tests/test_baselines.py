@@ -93,12 +93,14 @@ def test_length_subset_keeps_the_longest_responses(data_dir, tiny_model_dir, dat
     cfg = compose([*smoke_overrides(data_dir, tiny_model_dir, data_root), "selector=length",
                    "ratio=0.2"])
     pool = read_jsonl(data_dir / "pool" / "pool.jsonl")
-    kept = read_jsonl(select(cfg))
+    subset = select(cfg)
+    kept = read_jsonl(subset)
     threshold = sorted((r["n_response_tokens"] for r in pool), reverse=True)[len(kept) - 1]
     lengths = {r["id"]: r["n_response_tokens"] for r in pool}
     assert len(kept) == round(0.2 * len(pool))
     assert all(lengths[r["id"]] >= threshold for r in kept)
-    assert all(lengths[r["id"]] == r["score"] for r in kept)
+    scores = read_jsonl(subset.with_name(subset.stem + ".scores.jsonl"))
+    assert all(lengths[r["id"]] == r["score"] for r in scores)
 
 
 def test_knn_planted_target_copies_rank_first_with_cosine_one(data_dir, tiny_model_dir,

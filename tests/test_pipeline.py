@@ -84,6 +84,22 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
     shown = _run([sys.executable, "-m", "dvc", "exp", "show", "--json"], copy, env)
     assert _has_param(json.loads(shown), "n_boot", 300)
 
+    # Features re-extracted in another process (with another batch size) and selection
+    # re-run: training depends on the ids-only subset files, so no training or scoring stage
+    # is out of date (test_select checks that float noise leaves those files unchanged).
+    subset_files = {p: p.read_bytes() for p in (data / "subsets").glob("*-s0.jsonl")
+                    if not p.name.endswith(".scores.jsonl")}
+    _run([sys.executable, "-m", "naitbench.config", "dump", *profile, "report.n_boot=300",
+          "features.batch_size=3"], copy, env)
+    rerun = _run([sys.executable, "-m", "dvc", "repro", "--glob", "select@*"], copy, env)
+    assert "Running stage 'features'" in rerun
+    assert all(f"Running stage 'select@{m}-code-0.1'" in rerun for m in ("nait", "rds", "knn"))
+    assert {p: p.read_bytes() for p in subset_files} == subset_files
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=copy,
+                            env=env, capture_output=True, text=True, check=True).stdout
+    stale = set(json.loads(status))
+    assert stale == {"report"}        # it reads the scores files; nothing is trained again
+
 
 def _has_param(tree: object, key: str, value: object) -> bool:
     """Whether `dvc exp show --json` holds an experiment with params `key: value`."""

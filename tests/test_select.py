@@ -21,7 +21,7 @@ from naitbench.nait.library import build_library, score_pool
 from naitbench.nait.selector import resolve_layers
 from naitbench.select.__main__ import select
 from naitbench.select.aggregate import rank_scores, reduce_samples, round_robin, zscore_mean
-from naitbench.select.subset import budget, top_ratio
+from naitbench.select.subset import TIE_DIGITS, budget, rounded, top_ratio, write_subset
 
 
 @pytest.fixture
@@ -92,6 +92,53 @@ def test_top_ratio_budget_and_ties():
     assert budget(0.1, 985) == 99 and budget(0.001, 50) == 1 and budget(1.0, 7) == 7
     ids = ["d", "b", "c", "a"]
     assert top_ratio(ids, np.array([1.0, 2.0, 2.0, 2.0]), 0.75) == [3, 1, 2]
+
+
+def test_float_noise_in_scores_cannot_change_the_ids_or_their_order():
+    rng = np.random.default_rng(0)
+    ids = [f"id{i:03d}" for i in range(200)]
+    scores = rng.normal(size=200)
+    scores[[5, 17, 40, 41]] = scores[3]          # exact ties, as analytically equal scores
+    scores[[60, 61]] = -0.25, 1.0 - 1e-13         # a round value and a value next to one
+    kept = top_ratio(ids, scores, 0.5)
+    for trial in range(20):                       # last-bit noise of another machine
+        noise = np.random.default_rng(trial).uniform(-1e-12, 1e-12, size=200)
+        assert top_ratio(ids, scores + noise, 0.5) == kept
+    assert [ids[i] for i in kept if i in (3, 5, 17, 40, 41)] == [
+        "id003", "id005", "id017", "id040", "id041"]          # ties go by id
+    # real differences (beyond the rounding) still decide the order
+    assert top_ratio(["b", "a"], np.array([0.5, 0.5 + 10 ** -(TIE_DIGITS - 1)]), 1.0) == [1, 0]
+    assert top_ratio(["a", "b"], np.array([2.0e-9, 3.0e-9]), 0.5) == [1]
+    assert rounded(1 - 1e-12) == rounded(1 + 1e-12) == 1.0 and rounded(0.0) == 0.0
+
+
+def test_subset_file_holds_only_the_ranked_ids(tmp_path):
+    ids = ["a", "b", "c", "d"]
+    scores = np.array([0.1, 0.4, 0.3, 0.2])
+    path = write_subset(tmp_path, "toy", ids, scores, top_ratio(ids, scores, 0.5),
+                        {"method": "toy"})
+    assert path.read_text() == '{"id": "b"}\n{"id": "c"}\n'
+    assert read_jsonl(tmp_path / "toy.scores.jsonl") == [
+        {"id": i, "score": s} for i, s in zip(ids, scores.tolist(), strict=True)]
+    manifest = json.loads((tmp_path / "toy.manifest.json").read_text())
+    assert manifest["n_selected"] == 2 and "significant digits" in manifest["tie_break"]
+    import naitbench
+    assert manifest["versions"]["naitbench"] == naitbench.__version__
+    assert manifest["versions"]["numpy"] == np.__version__
+    assert {"python", "torch", "transformers"} <= set(manifest["versions"])
+
+
+def test_float_noise_changes_the_scores_file_but_not_the_subset_file(tmp_path):
+    rng = np.random.default_rng(1)
+    ids = [f"id{i:02d}" for i in range(50)]
+    scores = rng.normal(size=50)
+    written = {}
+    for run, noisy in (("a", scores), ("b", scores * (1 + 1e-13))):   # another machine
+        out = tmp_path / run
+        write_subset(out, "x", ids, noisy, top_ratio(ids, noisy, 0.2), {"method": "x"})
+        written[run] = {p.name: p.read_bytes() for p in out.glob("*.jsonl")}
+    assert written["a"]["x.jsonl"] == written["b"]["x.jsonl"]
+    assert written["a"]["x.scores.jsonl"] != written["b"]["x.scores.jsonl"]
 
 
 def test_aggregations():

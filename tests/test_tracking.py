@@ -48,7 +48,7 @@ def tracking(root: Path, mode: str = "offline") -> dict:
 def outputs(tmp_path_factory) -> dict[str, Path]:
     """A stage's outputs: one file and one directory."""
     root = tmp_path_factory.mktemp("outputs")
-    (root / "subset.jsonl").write_text('{"id": "a", "score": 0.5, "rank": 1}\n')
+    (root / "subset.jsonl").write_text('{"id": "a"}\n')
     (root / "model" / "sub").mkdir(parents=True)
     (root / "model" / "config.json").write_text("{}")
     (root / "model" / "sub" / "weights.bin").write_bytes(b"\x00\x01" * 100)

@@ -93,7 +93,7 @@ def test_load_examples_joins_subset_with_pool(prepared_smoke, tmp_path):
     (tmp_path / "pool").symlink_to(prepared_smoke / "pool")
     ids = [pool[3]["id"], pool[0]["id"]]
     write_jsonl(tmp_path / "subsets" / "pick.jsonl",
-                [{"id": i, "score": 1.0, "rank": r} for r, i in enumerate(ids)])
+                [{"id": i} for i in ids])
     got = load_examples(tmp_path, "pick")
     assert [g["id"] for g in got] == ids
     assert got[0]["prompt"] == pool[3]["prompt"] and got[0]["response"] == pool[3]["response"]

@@ -18,6 +18,7 @@ import numpy as np
 
 from naitbench.data.categories import CATEGORIES, categorise
 from naitbench.io import read_jsonl, write_json
+from naitbench.select.subset import budget, rank_order
 
 
 def overlap(subsets: dict[str, set[str]]) -> dict:
@@ -32,10 +33,12 @@ def overlap(subsets: dict[str, set[str]]) -> dict:
 
 
 def category_scores(scores: list[dict], pool: list[dict], top_ratio: float = 0.1) -> dict:
-    """Per category: count, share of the pool, share of the top `top_ratio`, score quartiles."""
+    """Per category: count, share of the pool, share of the top `top_ratio` (ranked as
+    selection ranks), score quartiles."""
     category = {r["id"]: categorise(r["instruction"], r.get("input", "")) for r in pool}
-    ordered = sorted(scores, key=lambda r: (-r["score"], r["id"]))
-    top = {r["id"] for r in ordered[:max(1, round(top_ratio * len(ordered)))]}
+    ids = [r["id"] for r in scores]
+    order = rank_order(ids, [r["score"] for r in scores])
+    top = {ids[i] for i in order[:budget(top_ratio, len(ids))]}
     out = {}
     for name in CATEGORIES:
         values = np.array([r["score"] for r in scores if category[r["id"]] == name])

@@ -1,0 +1,158 @@
+"""The rebuild check's comparison logic on small fabricated revisions (the rebuild itself,
+`dvc repro` of the default profile from a fresh clone, takes an hour and is run by hand)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from naitbench.report.recheck import (
+    Check,
+    header_task,
+    main,
+    page_numbers,
+    point_at_mirror,
+    recheck,
+    snapshot_from_tree,
+)
+
+PAGE = """# Results
+
+| part | measured |
+|---|---|
+| whole run | 51 min 07 s |
+
+| arm | HumanEval bpb | vs random (rank of 4) | GSM8K bpb (transfer) |
+|---|---|---|---|
+| base model | 0.5449 | | 0.6964 |
+| random, 3 subsets (mean, sd) | 0.5357 (0.0018) | | 0.6914 (0.0019) |
+| NAIT (code) | **0.5336** | **-0.0020 (1)** | 0.6872 |
+| mystery method | 0.9999 | | |
+"""
+
+
+def _row(arm: str, method: str, task: str, values: list[float], target: str | None = None,
+         vs_random: dict | None = None) -> dict:
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(
+        values) > 1 else float("nan")
+    return {"arm": arm, "method": method, "target": target, "ratio": 0.1, "task": task,
+            "metric": "bits_per_byte", "higher_is_better": False, "mean": mean, "sd": sd,
+            "n": len(values), "values": values, "vs_random": vs_random, "vs_full": None}
+
+
+def _revision(root: Path, nait_code: float, nait_rank: int = 1, lock_md5: str = "aaa",
+              with_knn: bool = True) -> Path:
+    """A fabricated revision: metrics files, comparison rows, dvc.lock and the page."""
+    he, gsm = "nb_humaneval_bpb", "nb_gsm8k_bpb"
+    scores = {"base": {he: 0.54492, gsm: 0.69643}, "nait-code-r0.1-s0/seed0":
+              {he: nait_code, gsm: 0.68718}}
+    if with_knn:
+        scores["knn-code-r0.1-s0/seed0"] = {he: 0.5360, gsm: 0.6931}
+    for name, metrics in scores.items():
+        path = root / "data" / "scores" / name / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({f"{t}/bits_per_byte": v for t, v in metrics.items()}))
+    random_he, random_gsm = [0.5340, 0.5357, 0.5374], [0.6895, 0.6914, 0.6933]
+    rows = [_row("base", "base", he, [0.54492]), _row("base", "base", gsm, [0.69643]),
+            _row("random/0.1", "random", he, random_he),
+            _row("random/0.1", "random", gsm, random_gsm),
+            _row("nait/code/0.1", "nait", he, [nait_code], "code",
+                 {"difference": nait_code - 0.5357, "rank": nait_rank}),
+            _row("nait/code/0.1", "nait", gsm, [0.68718], "code",
+                 {"difference": 0.68718 - 0.6914, "rank": 1})]
+    comparison = root / "data" / "report" / "comparison.json"
+    comparison.parent.mkdir(parents=True)
+    comparison.write_text(json.dumps({"rows": rows, "costs": [{"wall_s": 1.0}]}))
+    (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "features": {"outs": [{"path": "data/features", "md5": "fff.dir"}]},
+        "select@nait-code-0.1": {"outs": [{"path": "data/subsets/nait.jsonl",
+                                           "md5": lock_md5}]}}}))
+    (root / "docs" / "results").mkdir(parents=True)
+    (root / "docs" / "results" / "embedded.md").write_text(PAGE)
+    return root
+
+
+def test_numbers_beyond_the_tolerance_are_reported(tmp_path):
+    committed = snapshot_from_tree(_revision(tmp_path / "a", nait_code=0.53362))
+    rebuilt = snapshot_from_tree(_revision(tmp_path / "b", nait_code=0.53378, nait_rank=2,
+                                           lock_md5="bbb", with_knn=False))
+    checks, unmatched = recheck(committed, rebuilt)
+    differs = {(c.source, c.key) for c in checks if c.differs}
+    assert differs == {
+        ("metrics", "nait-code-r0.1-s0/seed0/metrics.json: nb_humaneval_bpb/bits_per_byte"),
+        ("metrics", "knn-code-r0.1-s0/seed0/metrics.json: nb_gsm8k_bpb/bits_per_byte"),
+        ("metrics", "knn-code-r0.1-s0/seed0/metrics.json: nb_humaneval_bpb/bits_per_byte"),
+        ("comparison", "nait/code/0.1 nb_humaneval_bpb/bits_per_byte mean"),
+        ("comparison", "nait/code/0.1 nb_humaneval_bpb/bits_per_byte values[0]"),
+        ("comparison", "nait/code/0.1 nb_humaneval_bpb/bits_per_byte vs_random.difference"),
+        ("comparison", "nait/code/0.1 nb_humaneval_bpb/bits_per_byte vs_random.rank"),
+        ("page", "NAIT (code) / HumanEval bpb / mean"),
+        ("page", "NAIT (code) / vs random (rank of 4) / vs_random.rank"),
+        ("artefact", "select@nait-code-0.1 data/subsets/nait.jsonl")}
+    # the page's -0.0020 is within 1e-4 plus half a printed unit of -0.00192
+    page = {c.key: c for c in checks if c.source == "page"}
+    assert not page["NAIT (code) / vs random (rank of 4) / vs_random.difference"].differs
+    assert page["random, 3 subsets (mean, sd) / HumanEval bpb / sd"].rebuilt == pytest.approx(
+        0.0017)
+    assert [n.row for n in unmatched] == ["mystery method"]
+    assert len(page) == 10      # base x2, random mean+sd x2, NAIT mean x2, diff, rank
+
+
+def test_same_numbers_pass_and_nan_equals_nan(tmp_path):
+    snap = snapshot_from_tree(_revision(tmp_path / "a", nait_code=0.5336))
+    checks, _ = recheck(snap, snap)
+    assert checks and not any(c.differs for c in checks)
+    assert not Check("comparison", "sd", float("nan"), float("nan")).differs
+    assert Check("comparison", "sd", float("nan"), 0.1).differs
+    assert Check("metrics", "x", 0.5, None).differs
+
+
+def test_page_tables_without_a_task_column_are_ignored():
+    numbers = page_numbers(PAGE, ["nb_humaneval_bpb", "nb_gsm8k_bpb"])
+    assert {n.column for n in numbers} == {"HumanEval bpb", "GSM8K bpb (transfer)",
+                                           "vs random (rank of 4)"}
+    nait = [n for n in numbers if n.row == "NAIT (code)"]
+    assert [(n.field, n.value, n.decimals) for n in nait] == [
+        ("mean", 0.5336, 4), ("vs_random.difference", -0.002, 4), ("vs_random.rank", 1.0, 0),
+        ("mean", 0.6872, 4)]
+
+
+def test_a_header_names_the_task_whose_name_it_matches_best():
+    tasks = ["nb_humaneval_bpb", "nb_humaneval_pass1", "nb_gsm8k_bpb"]
+    assert header_task("HumanEval bpb", tasks) == "nb_humaneval_bpb"
+    assert header_task("HumanEval pass@1", tasks) == "nb_humaneval_pass1"
+    assert header_task("HumanEval", tasks) is None          # two tasks fit equally
+    assert header_task("wall time", tasks) is None
+
+
+def test_the_mirror_path_is_replaced_under_the_committed_data_root():
+    params = {"paths": {"data_root": "../shared/data"}, "pool": {"local_path":
+              "../shared/data/alpaca/a.json"}, "other": ["../shared/database", 3]}
+    assert point_at_mirror(params, "../shared/data", "/m") == {
+        "paths": {"data_root": "/m"}, "pool": {"local_path": "/m/alpaca/a.json"},
+        "other": ["../shared/database", 3]}
+
+
+def test_cli_compares_a_rebuilt_clone_with_the_commit_not_the_working_tree(tmp_path):
+    repo = _revision(tmp_path / "repo", nait_code=0.53362)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "results"], check=True)
+    metrics = repo / "data" / "scores" / "base" / "metrics.json"
+    metrics.write_text(json.dumps({"nb_humaneval_bpb/bits_per_byte": 0.9}))   # uncommitted
+    rebuilt = _revision(tmp_path / "clone", nait_code=0.53362)
+    out = tmp_path / "recheck.md"
+    assert main(["--repo", str(repo), "--rebuilt", str(rebuilt), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Differences beyond 0.0001: none." in text
+    assert "| `data/scores/**/metrics.json` | 6 | 0 |" in text
+    other = _revision(tmp_path / "clone2", nait_code=0.5339)
+    assert main(["--repo", str(repo), "--rebuilt", str(other), "--out", str(out)]) == 1
+    assert "| metrics | nait-code-r0.1-s0/seed0/metrics.json: nb_humaneval_bpb/bits_per_byte | " \
+           "0.53362 | 0.5339 |" in out.read_text()
