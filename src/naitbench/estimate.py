@@ -10,7 +10,6 @@ stage as if nothing were cached, so a resumed run finishes sooner.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from naitbench.config import REPO_DIR
+from naitbench.data.pool import read_rows
+from naitbench.data.records import BadRecordLog
 
 #: which target's held-out set an lm-eval task of the pack scores
 TASK_TARGETS = {"nb_humaneval_bpb": "code", "nb_humaneval_pass1": "code",
@@ -27,14 +28,18 @@ TASK_TARGETS = {"nb_humaneval_bpb": "code", "nb_humaneval_pass1": "code",
 
 
 def _pool_records(cfg: DictConfig) -> int:
-    """The pool size after subsampling: pool.size, else the prepared pool, else the source."""
+    """The pool size after subsampling: pool.size, else the prepared pool, else the records
+    the source holds (read without tokenising; the length policy may drop a few more)."""
     prepared = Path(cfg.paths.data_dir) / "pool" / "pool.jsonl"
     if prepared.exists() and cfg.pool.get("size") is None:
         return sum(1 for _ in prepared.open())
     if cfg.pool.get("size") is not None:
         return int(cfg.pool.size)
-    if cfg.pool.source == "local" and Path(cfg.pool.local_path).exists():
-        return len(json.loads(Path(cfg.pool.local_path).read_text()))
+    local = cfg.pool.source == "local" and Path(cfg.pool.local_path).exists()
+    if local or cfg.pool.source == "package":
+        rows, _ = read_rows(cfg.pool, on_bad="skip", log=BadRecordLog(),
+                            max_chars=cfg.data.max_chars)
+        return len(rows)
     return int(cfg.estimate.hub_pool_records)
 
 
@@ -91,10 +96,10 @@ def estimate(cfg: DictConfig) -> dict[str, float]:
     }
 
 
-def render(parts: Mapping[str, float], profile: str) -> str:
+def render(parts: Mapping[str, float], profile: str, machine: str = "the reference machine") -> str:
     total = sum(parts.values())
-    lines = [f"Estimated time of `dvc repro` for profile '{profile}' (nothing cached, "
-             f"rates in params.yaml `estimate`):"]
+    lines = [f"Estimated time of `dvc repro` for profile '{profile}' on {machine} (nothing "
+             f"cached, rates in params.yaml `estimate`):"]
     lines += [f"  {name:<38} {seconds / 60:8.1f} min" for name, seconds in parts.items()]
     lines.append(f"  {'total':<38} {total / 60:8.1f} min ({total / 3600:.1f} h)")
     return "\n".join(lines)
@@ -105,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=REPO_DIR / "params.yaml")
     args = parser.parse_args(argv)
     cfg = OmegaConf.load(args.params)
-    print(render(estimate(cfg), cfg.profile_name), flush=True)
+    machine = cfg.estimate.get("machine", "the reference machine")
+    print(render(estimate(cfg), cfg.profile_name, machine), flush=True)
 
 
 if __name__ == "__main__":
