@@ -34,6 +34,21 @@ def test_estimate_matches_a_hand_computed_smoke_matrix(tmp_path):
     assert "total" in render(parts, "smoke")
 
 
+def test_estimate_counts_the_medium_matrix(tmp_path):
+    overrides = ["profile=medium", f"paths.data_dir={tmp_path}", "pool.size=300",
+                 "eval.tasks=[nb_gsm8k_bpb]"]
+    overrides += [f"estimate.{k}={v}" for k, v in RATES.items()]
+    cfg = compose(overrides)
+    parts = estimate(cfg)
+    # 17 subsets of 30 records x 100 tokens (nait, rds, knn, less for code and math; length,
+    # perplexity, ifd, selectit; 5 random) and the full pool, 2 epochs each, 2 training seeds
+    assert parts["train (LoRA, every subset and seed)"] == pytest.approx(
+        2 * (17 * 3000 * 2 + 30000 * 2) / 10)
+    # 2 seeds x (17 subsets + full) + base = 37 models, 150 held-out GSM8K items each
+    assert parts["evaluate (lm-eval, every model)"] == pytest.approx(37 * 150)
+    assert "profile 'medium' on one GPU" in render(parts, "medium", cfg.estimate.machine)
+
+
 def test_every_task_of_the_pack_is_mapped_to_the_target_its_data_comes_from():
     from lm_eval.tasks._yaml_loader import load_yaml
 
