@@ -3,8 +3,9 @@ params.yaml, printed before a long run starts (`make repro` does).
 
 The estimate multiplies the work the matrix implies (tokens per pass, models to train and
 score) by throughputs measured on the reference machine (`estimate` in conf/config.yaml,
-2-core CPU, SmolLM2-135M); a different machine or model needs its own rates. It counts every
-stage as if nothing were cached, so a resumed run finishes sooner.
+2-core CPU, SmolLM2-135M); a different machine or model needs its own rates (the medium
+profile brings rates for one GPU). It counts every stage as if nothing were cached, so a
+resumed run finishes sooner.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def build_pool(spec: Mapping[str, Any], tokenizer: Any, *, on_bad: OnBad, log: B
         record["n_response_tokens"] = len(
             tokenizer(record["output"], add_special_tokens=False)["input_ids"])
     sampled = len(records)
-    records, length = apply_length_policy(records, tokenizer, spec.get("length_policy", "drop"),
+    records, length = apply_length_policy(records, tokenizer, spec["length_policy"],
                                           spec["max_length"])
     counts.update({"read": len(raw), "duplicates_removed": duplicates,
                    "after_dedup": len(seen), "sampled": sampled, "length_policy": length,
@@ -64,7 +64,7 @@ def build_pool(spec: Mapping[str, Any], tokenizer: Any, *, on_bad: OnBad, log: B
 
 
 def read_rows(spec: Mapping[str, Any], *, on_bad: OnBad, log: BadRecordLog,
-          max_chars: int) -> tuple[list[tuple[int | str, dict]], dict]:
+              max_chars: int) -> tuple[list[tuple[int | str, dict]], dict]:
     """The raw (location, {instruction, input, output[, source_id]}) rows of `spec.format`."""
     form = spec.get("format", "alpaca")
     if form == "alpaca":
