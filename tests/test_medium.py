@@ -15,10 +15,10 @@ from naitbench.io import read_jsonl
 
 SLICE = ["pool.size=200", "model=tiny", "model@raters.second=tiny",
          "raters.second.name=tiny-rater", "train.max_steps=2", "train.epochs=1",
-         "train.full_epochs=1", "train.batch_size=4", "runs.targeted=[nait,rds]", "runs.untargeted=[length]",
-         "runs.random_seeds=[0]", "runs.seeds=[0]", "targets.code.indomain_size=8",
-         "targets.math.indomain_size=8", "targets.math.heldout_size=8", "eval.limit=4",
-         "tracking=disabled"]
+         "train.full_epochs=1", "train.batch_size=4", "runs.targeted=[nait,rds]",
+         "runs.untargeted=[length]", "runs.random_seeds=[0]", "runs.seeds=[0]",
+         "targets.code.indomain_size=8", "targets.math.indomain_size=8",
+         "targets.math.heldout_size=8", "eval.limit=4", "tracking=disabled"]
 
 
 @pytest.mark.slow
