@@ -4,6 +4,9 @@ a prepared smoke-profile data directory. Everything heavy is built once per sess
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +78,32 @@ def prepared_smoke(smoke_cfg) -> Path:
 
     prepare(smoke_cfg)
     return Path(smoke_cfg.paths.data_dir)
+
+
+def repo_copy(tmp_path: Path) -> tuple[Path, dict]:
+    """A fresh git repository holding this checkout's files (without the results of its own
+    runs: data/, dvc.lock), and the environment that runs the venv's DVC stages in it."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    copy = tmp_path / "repo"
+    for rel in files:
+        if (rel.startswith("data/") and not rel.endswith(".gitignore")) or rel == "dvc.lock":
+            continue
+        if (REPO / rel).is_file():
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, copy / rel)
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": f"{copy / 'src'}{os.pathsep}{copy}", "WANDB_MODE": "offline",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "GIT_AUTHOR_NAME": "smoke",
+           "GIT_AUTHOR_EMAIL": "smoke@localhost", "GIT_COMMITTER_NAME": "smoke",
+           "GIT_COMMITTER_EMAIL": "smoke@localhost"}
+    run_ok(["git", "init", "-q"], copy, env)
+    return copy, env
+
+
+def run_ok(args: list[str], cwd: Path, env: dict) -> str:
+    """Run a command that must succeed; its output (stdout then stderr)."""
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    return result.stdout + result.stderr

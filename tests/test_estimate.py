@@ -34,6 +34,22 @@ def test_estimate_matches_a_hand_computed_smoke_matrix(tmp_path):
     assert "total" in render(parts, "smoke")
 
 
+def test_estimate_counts_the_medium_matrix(tmp_path):
+    overrides = ["profile=medium", f"paths.data_dir={tmp_path}", "pool.size=300",
+                 "eval.tasks=[nb_gsm8k_bpb]"]
+    overrides += [f"estimate.{k}={v}" for k, v in RATES.items()]
+    cfg = compose(overrides)
+    parts = estimate(cfg)
+    # 17 subsets of 30 records x 100 tokens (nait, rds, knn, less for code and math; length,
+    # perplexity, ifd, selectit; 5 random), NAIT's and RDS+'s 4 subsets once more (training
+    # seed 1), and the full pool once, 2 epochs each
+    assert parts["train (LoRA, every subset and seed)"] == pytest.approx(
+        ((17 + 4) * 3000 * 2 + 30000 * 2) / 10)
+    # 21 trained subsets + full + base = 23 models, 150 held-out GSM8K items each
+    assert parts["evaluate (lm-eval, every model)"] == pytest.approx(23 * 150)
+    assert "profile 'medium' on one GPU" in render(parts, "medium", cfg.estimate.machine)
+
+
 def test_every_task_of_the_pack_is_mapped_to_the_target_its_data_comes_from():
     from lm_eval.tasks._yaml_loader import load_yaml
 
@@ -68,5 +84,5 @@ def test_the_probe_scales_every_stage_by_the_machine_speed(tmp_path):
     assert machine_speed(cfg.estimate, None) == 1.0
     reference, here = estimate(cfg), estimate(cfg, speed=2.0)
     assert all(here[k] == pytest.approx(v / 2) for k, v in reference.items())
-    assert "x 2.00" in render(here, "smoke", 2.0)
+    assert "x 2.00" in render(here, "smoke", speed=2.0)
     assert probe_seconds(repeats=1) > 0

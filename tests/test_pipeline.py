@@ -5,43 +5,19 @@ runs, the report's numbers match the metrics files, a second `dvc repro` does no
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import REPO
-
-
-def _run(args: list[str], cwd: Path, env: dict) -> str:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
-    return result.stdout + result.stderr
+from conftest import repo_copy, run_ok
 
 
 @pytest.mark.slow
 def test_smoke_pipeline_end_to_end(tmp_path, data_root):
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    copy = tmp_path / "repo"
-    for rel in files:  # results of the repo's own runs (data/, dvc.lock) stay behind
-        if (rel.startswith("data/") and not rel.endswith(".gitignore")) or rel == "dvc.lock":
-            continue
-        if (REPO / rel).is_file():
-            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, copy / rel)
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": f"{copy / 'src'}{os.pathsep}{copy}", "WANDB_MODE": "offline",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "GIT_AUTHOR_NAME": "smoke",
-           "GIT_AUTHOR_EMAIL": "smoke@localhost", "GIT_COMMITTER_NAME": "smoke",
-           "GIT_COMMITTER_EMAIL": "smoke@localhost"}
-    _run(["git", "init", "-q"], copy, env)
+    copy, env = repo_copy(tmp_path)
     profile = ["profile=smoke", f"paths.data_root={data_root}", "tracking=disabled"]
-    _run([sys.executable, "-m", "naitbench.config", "dump", *profile], copy, env)
-    first = _run([sys.executable, "-m", "dvc", "repro"], copy, env)
+    run_ok([sys.executable, "-m", "naitbench.config", "dump", *profile], copy, env)
+    first = run_ok([sys.executable, "-m", "dvc", "repro"], copy, env)
     for stage in ("prepare_raters@second", "features", "select@nait-code-0.1",
                   "select@less-code-0.1", "select_untargeted@selectit-0.1",
                   "select_random@0.1-2", "train_full@0", "evaluate_base", "report"):
@@ -72,16 +48,16 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
     assert (f"| full | 0 | {full_metrics['examples_trained']} | {full_metrics['epochs']} | "
             f"{full_metrics['steps']} |") in report
     assert "data:image/png;base64," in (data / "report" / "report.html").read_text()
-    second = _run([sys.executable, "-m", "dvc", "repro"], copy, env)
+    second = run_ok([sys.executable, "-m", "dvc", "repro"], copy, env)
     assert "Running stage" not in second
 
-    _run(["git", "add", "-A"], copy, env)
-    _run(["git", "commit", "-qm", "smoke run"], copy, env)
+    run_ok(["git", "add", "-A"], copy, env)
+    run_ok(["git", "commit", "-qm", "smoke run"], copy, env)
     # DVC composes params.yaml from conf/ again: the profile's overrides are repeated
     sets = [arg for item in [*profile, "report.n_boot=300"] for arg in ("-S", item)]
-    exp = _run([sys.executable, "-m", "dvc", "exp", "run", *sets], copy, env)
+    exp = run_ok([sys.executable, "-m", "dvc", "exp", "run", *sets], copy, env)
     assert "Running stage 'report'" in exp and "Running stage 'train" not in exp
-    shown = _run([sys.executable, "-m", "dvc", "exp", "show", "--json"], copy, env)
+    shown = run_ok([sys.executable, "-m", "dvc", "exp", "show", "--json"], copy, env)
     assert _has_param(json.loads(shown), "n_boot", 300)
 
     # Features re-extracted in another process (with another batch size) and selection
@@ -89,9 +65,9 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
     # is out of date (test_select checks that float noise leaves those files unchanged).
     subset_files = {p: p.read_bytes() for p in (data / "subsets").glob("*-s0.jsonl")
                     if not p.name.endswith(".scores.jsonl")}
-    _run([sys.executable, "-m", "naitbench.config", "dump", *profile, "report.n_boot=300",
+    run_ok([sys.executable, "-m", "naitbench.config", "dump", *profile, "report.n_boot=300",
           "features.batch_size=3"], copy, env)
-    rerun = _run([sys.executable, "-m", "dvc", "repro", "--glob", "select@*"], copy, env)
+    rerun = run_ok([sys.executable, "-m", "dvc", "repro", "--glob", "select@*"], copy, env)
     assert "Running stage 'features'" in rerun
     assert all(f"Running stage 'select@{m}-code-0.1'" in rerun for m in ("nait", "rds", "knn"))
     assert {p: p.read_bytes() for p in subset_files} == subset_files

@@ -23,7 +23,7 @@ def tokenizer(tiny_model_dir):
 
 def _spec(path, **extra):
     return {"source": "local", "local_path": str(path), "size": None, "seed": 0,
-            "template": "alpaca", **extra}
+            "template": "alpaca", "length_policy": "drop", "max_length": 1024, **extra}
 
 
 def test_record_id_is_a_content_hash_independent_of_the_machine():
@@ -51,7 +51,10 @@ def test_pool_ids_dedup_template_and_token_counts(tmp_path, tokenizer):
     path.write_text(json.dumps(rows))
     pool, counts = build_pool(_spec(path), tokenizer, on_bad="error", log=BadRecordLog(),
                               max_chars=1000)
-    assert counts == {"read": 3, "duplicates_removed": 1, "after_dedup": 2, "kept": 2}
+    assert counts == {"read": 3, "duplicates_removed": 1, "after_dedup": 2, "sampled": 2,
+                      "length_policy": {"policy": "drop", "max_length": 1024, "no_room": 0,
+                                        "dropped": 0, "prompt_cut": 0, "dropped_ids": []},
+                      "kept": 2}
     first = pool[0]
     assert first["id"] == record_id("Add.", "2 and 3", "5")
     assert first["prompt"] == format_prompt("Add.", "2 and 3", "alpaca")

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from naitbench.data.pool import ALPACA_RULES
-from naitbench.data.records import BadRecordLog, DataError, iter_raw, read_records
+from naitbench.data.records import BadRecordLog, DataError, FieldRule, iter_raw, read_records
 
 GOOD = {"instruction": "Say hi.", "input": "", "output": "Hi!"}
 
@@ -108,3 +108,39 @@ def test_on_bad_record_must_be_known(tmp_path):
     path = _jsonl(tmp_path, [_line(GOOD)])
     with pytest.raises(ValueError, match="on_bad_record"):
         read_records(path, ALPACA_RULES, on_bad="ignore", log=BadRecordLog(), max_chars=10)
+
+
+def _array(records: list[dict]) -> str:
+    return "[\n" + ",\n".join(json.dumps(r, indent=1) for r in records) + "\n]"
+
+
+def test_a_json_array_cut_anywhere_yields_exactly_its_whole_records(tmp_path):
+    records = [{"id": f"r{i}", "text": f"value {i} \\\" with an escape"} for i in range(3)]
+    text = _array(records)
+    ends = [text.index(json.dumps(r, indent=1)) + len(json.dumps(r, indent=1)) for r in records]
+    path = tmp_path / "cut.json"
+    for cut in range(1, len(text) - 1):  # every prefix short of the closing bracket
+        path.write_text(text[:cut])
+        log = BadRecordLog()
+        got = read_records(path, {"id": FieldRule()}, on_bad="error", log=log, max_chars=100,
+                           cut_off_ok=True)
+        whole = sum(end <= cut for end in ends)
+        assert [r for _, r in got] == records[:whole], cut
+        assert [(c["file"], c["records_recovered"]) for c in log.cut_off] == [(str(path), whole)]
+    second = text.index('{', ends[0])  # cut inside the second record: the cut names its line
+    path.write_text(text[:second + 5])
+    log = BadRecordLog()
+    read_records(path, {"id": FieldRule()}, on_bad="error", log=log, max_chars=100,
+                 cut_off_ok=True)
+    assert log.cut_off[0]["line"] == text[:second].count("\n") + 1
+
+
+def test_cut_off_mode_still_stops_at_a_malformed_record(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('[{"id": "a"},\n {"id": tru},\n {"id": "c"}]')
+    with pytest.raises(DataError, match="malformed JSON") as info:
+        list(iter_raw(path, cut_off_ok=True))
+    assert info.value.line == 2
+    path.write_text('[{"id": "a"} {"id": "b"}]')
+    with pytest.raises(DataError, match="expected ',' or ']'"):
+        list(iter_raw(path, cut_off_ok=True))

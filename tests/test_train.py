@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from naitbench.config import compose
+from naitbench.data.length import apply_length_policy
 from naitbench.data.template import format_prompt
 from naitbench.io import read_jsonl, write_jsonl
 from naitbench.models.load import load_tokenizer
@@ -25,7 +26,14 @@ from naitbench.train import (
     load_examples,
     train,
 )
-from naitbench.train.data import IGNORE_INDEX, SubsetError, collate, encode, encode_all
+from naitbench.train.data import (
+    IGNORE_INDEX,
+    LengthError,
+    SubsetError,
+    collate,
+    encode,
+    encode_all,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,12 +88,35 @@ def test_mask_at_a_merged_boundary_and_padding(tokenizer):
     assert batch["attention_mask"][1].tolist() == [1] * n + [0] * (len(enc["input_ids"]) - n)
 
 
-def test_truncation_keeps_prompt_and_drops_empty(tokenizer):
+def test_truncation_keeps_prompt_and_a_record_without_room_is_never_dropped(tokenizer):
     long = {"id": "a", "prompt": format_prompt("Repeat.", ""), "response": "word " * 200}
     no_room = {"id": "b", "prompt": format_prompt("x " * 300, ""), "response": "ok"}
-    kept, counts = encode_all(tokenizer, [long, no_room], max_length=64)
+    kept, counts = encode_all(tokenizer, [long], max_length=64)
     assert [x["id"] for x in kept] == ["a"] and len(kept[0]["input_ids"]) == 64
-    assert counts == {"examples": 2, "truncated": 2, "dropped_no_response": 1}
+    assert counts == {"examples": 1, "truncated": 1}
+    with pytest.raises(LengthError, match=r"1 of 2 examples keep no response token within "
+                                          r"train.max_length=64 \(e.g. \['b'\]\).*prepare_data"):
+        encode_all(tokenizer, [long, no_room], max_length=64)
+
+
+@pytest.mark.parametrize("policy", ["drop", "truncate_prompt"])
+def test_a_length_policy_pool_trains_every_selected_record_with_no_drop(
+        tiny_model_dir, tokenizer, tmp_path, policy):
+    records = []
+    for i, instruction in enumerate(["Say hi.", "x " * 300, "Add 2 and 3.", "y " * 90]):
+        prompt = format_prompt(instruction, "")
+        records.append({"id": f"r{i}", "prompt": prompt, "response": f"Answer {i}.",
+                        "n_prompt_tokens": len(tokenizer(prompt)["input_ids"])})
+    pool, counts = apply_length_policy(records, tokenizer, policy, 64)
+    assert counts["no_room"] == 2 and len(pool) == 4 - counts["dropped"]
+    write_jsonl(tmp_path / "pool" / "pool.jsonl", pool)
+    write_jsonl(tmp_path / "subsets" / "all.jsonl", [{"id": r["id"]} for r in pool])
+    metrics = train(train_cfg(max_length=64, max_steps=1, batch_size=4),
+                    tiny_model_dir, load_examples(tmp_path, "all"), tmp_path / "run", seed=0)
+    assert metrics["examples"] == metrics["examples_trained"] == len(pool)
+    with pytest.raises(LengthError):  # the same records without the policy
+        train(train_cfg(max_length=64, max_steps=1), tiny_model_dir, records,
+              tmp_path / "raw", seed=0)
 
 
 def test_load_examples_joins_subset_with_pool(prepared_smoke, tmp_path):

@@ -15,7 +15,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 REPO_DIR = CONF_DIR.parent
-PROFILES = ("smoke", "embedded", "embedded-all", "embedded-full", "embedded-base", "paper")
+PROFILES = ("smoke", "embedded", "embedded-all", "embedded-full", "embedded-base", "medium",
+            "paper")
 
 
 class ConfigError(ValueError):
@@ -128,6 +129,19 @@ def check_runs(cfg: DictConfig) -> None:
                                   f"runs.{other}")
 
 
+def check_length_policy(cfg: DictConfig) -> None:
+    """The pool is prepared for the training length: a longer pool length would let records
+    with no room for their response reach the trainer, which refuses them."""
+    from naitbench.data.length import POLICIES
+
+    policy, length = cfg.pool.get("length_policy"), cfg.pool.get("max_length")
+    if policy not in POLICIES:
+        raise ConfigError(f"pool.length_policy={policy!r}: use one of {list(POLICIES)}")
+    if not isinstance(length, int) or isinstance(length, bool) or length > cfg.train.max_length:
+        raise ConfigError(f"pool.max_length={length!r}: must be an integer no larger than "
+                          f"train.max_length={cfg.train.max_length} (default: equal to it)")
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Checks that need no model: fail before any expensive work starts."""
     check_ratio(cfg.ratio)
@@ -135,6 +149,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         check_ratio(ratio, "ratios")
     if cfg.data.on_bad_record not in ("error", "skip"):
         raise ConfigError(f"data.on_bad_record={cfg.data.on_bad_record!r}: use error or skip")
+    check_length_policy(cfg)
     size = cfg.pool.get("size")
     if size is not None and (not isinstance(size, int) or size <= 0):
         raise ConfigError(f"pool.size={size!r}: must be a positive integer or null (all)")

@@ -3,18 +3,17 @@ params.yaml, printed before a long run starts (`make repro` does).
 
 The estimate multiplies the work the matrix implies (tokens per pass, models to train and
 score) by throughputs measured on the reference machine (`estimate` in conf/config.yaml,
-2-core CPU, SmolLM2-135M). A short probe (a fixed fp32 workload shaped like the model's
-matrix products and its vocabulary softmax, a few seconds) is timed on the machine at hand
-and every reference rate is scaled by how much faster or slower it ran than on the
-reference machine, so the printed time is this machine's, not the reference's. Another
-model, or a GPU, needs its own rates. It counts every stage as if nothing were cached, so a
-resumed run finishes sooner.
+2-core CPU, SmolLM2-135M; the medium profile brings rates for one GPU). For CPU rates a short
+probe (a fixed fp32 workload shaped like the model's matrix products and its vocabulary
+softmax, a few seconds) is timed on the machine at hand and every reference rate is scaled by
+how much faster or slower it ran than on the reference machine, so the printed time is this
+machine's, not the reference's. Another model needs its own rates. It counts every stage as
+if nothing were cached, so a resumed run finishes sooner.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from naitbench.config import REPO_DIR, subset_names, trained_pairs
+from naitbench.data.pool import read_rows
+from naitbench.data.records import BadRecordLog
 
 #: which target's held-out set an lm-eval task of the pack scores
 TASK_TARGETS = {"nb_humaneval_bpb": "code", "nb_humaneval_pass1": "code",
@@ -31,14 +32,18 @@ TASK_TARGETS = {"nb_humaneval_bpb": "code", "nb_humaneval_pass1": "code",
 
 
 def _pool_records(cfg: DictConfig) -> int:
-    """The pool size after subsampling: pool.size, else the prepared pool, else the source."""
+    """The pool size after subsampling: pool.size, else the prepared pool, else the records
+    the source holds (read without tokenising; the length policy may drop a few more)."""
     prepared = Path(cfg.paths.data_dir) / "pool" / "pool.jsonl"
     if prepared.exists() and cfg.pool.get("size") is None:
         return sum(1 for _ in prepared.open())
     if cfg.pool.get("size") is not None:
         return int(cfg.pool.size)
-    if cfg.pool.source == "local" and Path(cfg.pool.local_path).exists():
-        return len(json.loads(Path(cfg.pool.local_path).read_text()))
+    local = cfg.pool.source == "local" and Path(cfg.pool.local_path).exists()
+    if local or cfg.pool.source == "package":
+        rows, _ = read_rows(cfg.pool, on_bad="skip", log=BadRecordLog(),
+                            max_chars=cfg.data.max_chars)
+        return len(rows)
     return int(cfg.estimate.hub_pool_records)
 
 
@@ -137,12 +142,14 @@ def estimate(cfg: DictConfig, speed: float = 1.0) -> dict[str, float]:
     return {name: seconds / speed for name, seconds in parts.items()}
 
 
-def render(parts: Mapping[str, float], profile: str, speed: float | None = None) -> str:
+def render(parts: Mapping[str, float], profile: str, machine: str = "the reference machine",
+           speed: float | None = None) -> str:
     total = sum(parts.values())
-    where = ("the reference machine's rates in params.yaml `estimate`" if speed is None else
+    where = ("rates in params.yaml `estimate`" if speed is None else
              f"params.yaml `estimate` rates x {speed:.2f}, this machine's probe speed against "
              f"the reference machine")
-    lines = [f"Estimated time of `dvc repro` for profile '{profile}' (nothing cached; {where}):"]
+    lines = [f"Estimated time of `dvc repro` for profile '{profile}' on {machine} (nothing "
+             f"cached; {where}):"]
     lines += [f"  {name:<38} {seconds / 60:8.1f} min" for name, seconds in parts.items()]
     lines.append(f"  {'total':<38} {total / 60:8.1f} min ({total / 3600:.1f} h)")
     return "\n".join(lines)
@@ -155,13 +162,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="skip the speed probe: print the reference machine's times")
     args = parser.parse_args(argv)
     cfg = OmegaConf.load(args.params)
+    machine = cfg.estimate.get("machine", "the reference machine")
     speed = None
-    if not args.no_probe:
+    if not args.no_probe and cfg.estimate.get("probe_reference_s"):
         probe_s = probe_seconds()
         speed = machine_speed(cfg.estimate, probe_s)
+        machine = "this machine"
         print(f"speed probe: {probe_s:.3f} s (reference machine "
-              f"{cfg.estimate.get('probe_reference_s')} s)", flush=True)
-    print(render(estimate(cfg, speed or 1.0), cfg.profile_name, speed), flush=True)
+              f"{cfg.estimate.probe_reference_s} s)", flush=True)
+    print(render(estimate(cfg, speed or 1.0), cfg.profile_name, machine, speed), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""The candidate pool: normalised, id'd, de-duplicated, templated, token-counted, subsampled."""
+"""The candidate pool: normalised, id'd, de-duplicated, subsampled, templated, token-counted,
+then held to the length policy (naitbench.data.length).
+
+Sources come in two formats: `alpaca` (instruction, input, output) and `sharegpt` (first-turn
+pairs of conversations, naitbench.data.sharegpt), both normalised into one record schema.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from naitbench.data.length import apply_length_policy
 from naitbench.data.normalise import normalise_text, record_id
 from naitbench.data.records import BadRecordLog, FieldRule, OnBad
+from naitbench.data.sharegpt import first_turn_pairs
 from naitbench.data.sources import load_source
 from naitbench.data.template import format_prompt
 
@@ -20,8 +27,12 @@ ALPACA_RULES = {
 
 def build_pool(spec: Mapping[str, Any], tokenizer: Any, *, on_bad: OnBad, log: BadRecordLog,
                max_chars: int) -> tuple[list[dict], dict]:
-    """Return the pool records and the counts that go into the preparation report."""
-    raw = load_source(spec, ALPACA_RULES, on_bad=on_bad, log=log, max_chars=max_chars)
+    """Return the pool records and the counts that go into the preparation report.
+
+    `pool.size` draws its sample before the length policy, so a slice may keep fewer records
+    (the counts say how many the policy dropped).
+    """
+    raw, counts = read_rows(spec, on_bad=on_bad, log=log, max_chars=max_chars)
     records, seen, duplicates = [], set(), 0
     for line, row in raw:
         instruction = normalise_text(row["instruction"])
@@ -32,8 +43,9 @@ def build_pool(spec: Mapping[str, Any], tokenizer: Any, *, on_bad: OnBad, log: B
             duplicates += 1
             continue
         seen.add(rid)
-        records.append({"id": rid, "source_line": line, "instruction": instruction,
-                        "input": input_text, "output": output})
+        provenance = {"source_id": row["source_id"]} if "source_id" in row else {}
+        records.append({"id": rid, "source_line": line, **provenance,
+                        "instruction": instruction, "input": input_text, "output": output})
     records = subsample(records, spec.get("size"), spec.get("seed", 0))
     for record in records:
         prompt = format_prompt(record["instruction"], record["input"], spec["template"])
@@ -42,9 +54,24 @@ def build_pool(spec: Mapping[str, Any], tokenizer: Any, *, on_bad: OnBad, log: B
         record["n_prompt_tokens"] = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         record["n_response_tokens"] = len(
             tokenizer(record["output"], add_special_tokens=False)["input_ids"])
-    counts = {"read": len(raw), "duplicates_removed": duplicates,
-              "after_dedup": len(seen), "kept": len(records)}
+    sampled = len(records)
+    records, length = apply_length_policy(records, tokenizer, spec["length_policy"],
+                                          spec["max_length"])
+    counts.update({"read": len(raw), "duplicates_removed": duplicates,
+                   "after_dedup": len(seen), "sampled": sampled, "length_policy": length,
+                   "kept": len(records)})
     return records, counts
+
+
+def read_rows(spec: Mapping[str, Any], *, on_bad: OnBad, log: BadRecordLog,
+              max_chars: int) -> tuple[list[tuple[int | str, dict]], dict]:
+    """The raw (location, {instruction, input, output[, source_id]}) rows of `spec.format`."""
+    form = spec.get("format", "alpaca")
+    if form == "alpaca":
+        return load_source(spec, ALPACA_RULES, on_bad=on_bad, log=log, max_chars=max_chars), {}
+    if form == "sharegpt":
+        return first_turn_pairs(spec, on_bad=on_bad, log=log, max_chars=max_chars)
+    raise ValueError(f"pool.format={form!r}: use 'alpaca' or 'sharegpt'")
 
 
 def subsample(records: list[dict], size: int | None, seed: int) -> list[dict]:

@@ -46,9 +46,15 @@ def main(cfg: DictConfig) -> None:
     report = prepare(cfg)
     targets = ", ".join(f"{k}: {v['indomain']} in-domain / {v['heldout']} held-out"
                         for k, v in report["targets"].items())
-    print(f"pool: {report['pool']['kept']} records "
-          f"({report['pool']['duplicates_removed']} duplicates removed); {targets}; "
-          f"skipped bad records: {report['bad_records']['skipped']}")
+    pool, bad = report["pool"], report["bad_records"]
+    length = pool["length_policy"]
+    for cut in bad["cut_off"]:
+        print(f"{cut['file']} is cut off at line {cut['line']}: read up to there, "
+              f"{cut['records_recovered']} whole records recovered")
+    print(f"pool: {pool['kept']} records ({pool['duplicates_removed']} duplicates removed; "
+          f"length policy '{length['policy']}' at {length['max_length']} tokens: "
+          f"{length['dropped']} dropped, {length['prompt_cut']} prompts cut); {targets}; "
+          f"skipped bad records: {bad['skipped']}")
 
 
 if __name__ == "__main__":

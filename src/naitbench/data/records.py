@@ -42,16 +42,32 @@ class BadRecordLog:
     """Skipped records, kept for the preparation report."""
 
     entries: list[dict] = field(default_factory=list)
+    cut_off: list[dict] = field(default_factory=list)
 
     def add(self, error: DataError) -> None:
         self.entries.append(
             {"file": error.file, "line": error.line, "field": error.field, "reason": error.reason}
         )
 
+    def reject(self, error: DataError, on_bad: OnBad) -> None:
+        """Raise `error` (on_bad='error') or log it as a skipped record (on_bad='skip')."""
+        if on_bad == "error":
+            raise error
+        self.add(error)
+
     def summary(self) -> dict:
         by_reason = Counter(_reason_kind(e["reason"]) for e in self.entries)
         return {"skipped": len(self.entries), "by_reason": dict(sorted(by_reason.items())),
-                "records": self.entries}
+                "records": self.entries, "cut_off": self.cut_off}
+
+
+@dataclass(frozen=True)
+class CutOff:
+    """Where a JSON array file ends inside a record (a file cut short): the records before it
+    are complete, the one it starts is incomplete and is never passed on."""
+
+    file: str
+    line: int
 
 
 def _reason_kind(reason: str) -> str:
@@ -69,12 +85,15 @@ def _read_bytes(path: Path) -> bytes:
     return gzip.decompress(data) if path.suffix == ".gz" else data
 
 
-def iter_raw(path: str | Path, records_key: str | None = None) -> Iterator[tuple[int, Any]]:
+def iter_raw(path: str | Path, records_key: str | None = None, *,
+             cut_off_ok: bool = False) -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed value or DataError) for every record in a file.
 
     JSONL yields per line (a malformed line becomes a DataError value so callers may skip it);
     a JSON array is decoded element by element so each record keeps its line number; a
-    malformed array element is always fatal because the decoder cannot resynchronise.
+    malformed array element is always fatal because the decoder cannot resynchronise. A JSON
+    array that ends inside a record is an error too, unless `cut_off_ok`: then the complete
+    records come out and a final `CutOff` value says where the file stops.
     """
     path = Path(path)
     suffixes = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
@@ -84,7 +103,7 @@ def iter_raw(path: str | Path, records_key: str | None = None) -> Iterator[tuple
     if suffixes in (".jsonl", ".jsonl.gz"):
         yield from _iter_jsonl(path, text)
     elif suffixes == ".json":
-        yield from _iter_json(path, text, records_key)
+        yield from _iter_json(path, text, records_key, cut_off_ok)
     elif suffixes == ".csv":
         yield from _iter_csv(text)
     else:
@@ -101,8 +120,9 @@ def _iter_jsonl(path: Path, text: str) -> Iterator[tuple[int, Any]]:
             yield number, DataError(path, number, RECORD, f"malformed JSON: {exc.msg}")
 
 
-def _iter_json(path: Path, text: str, records_key: str | None) -> Iterator[tuple[int, Any]]:
-    decoder = json.JSONDecoder()
+def _iter_json(path: Path, text: str, records_key: str | None,
+               cut_off_ok: bool = False) -> Iterator[tuple[int, Any]]:
+    decoder, lines = json.JSONDecoder(), _Lines(text)
     pos = _skip_ws(text, 0)
     if records_key is not None:
         try:
@@ -115,7 +135,7 @@ def _iter_json(path: Path, text: str, records_key: str | None) -> Iterator[tuple
             yield f"record {index}", value
         return
     if not text.startswith("[", pos):
-        raise DataError(path, _line_of(text, pos), RECORD, "expected a JSON array of records")
+        raise DataError(path, lines.at(pos), RECORD, "expected a JSON array of records")
     pos = _skip_ws(text, pos + 1)
     if text.startswith("]", pos):
         return
@@ -123,16 +143,28 @@ def _iter_json(path: Path, text: str, records_key: str | None) -> Iterator[tuple
         try:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
+            if cut_off_ok and _ends_inside(text, exc):
+                yield lines.at(pos), CutOff(str(path), lines.at(pos))
+                return
             raise DataError(path, exc.lineno, RECORD, f"malformed JSON: {exc.msg}") from exc
-        yield _line_of(text, pos), value
+        yield lines.at(pos), value
         pos = _skip_ws(text, end)
         if text.startswith(",", pos):
             pos = _skip_ws(text, pos + 1)
         elif text.startswith("]", pos):
             return
+        elif cut_off_ok and pos == len(text):
+            yield lines.at(pos), CutOff(str(path), lines.at(pos))
+            return
         else:
-            raise DataError(path, _line_of(text, pos), RECORD,
+            raise DataError(path, lines.at(pos), RECORD,
                             "malformed JSON: expected ',' or ']' after a record")
+
+
+def _ends_inside(text: str, exc: json.JSONDecodeError) -> bool:
+    """Whether a decode error comes from the text ending, not from a malformed value: an
+    unterminated string runs to the end by definition; any other error must sit at the end."""
+    return exc.msg == "Unterminated string starting at" or _skip_ws(text, exc.pos) == len(text)
 
 
 def _iter_csv(text: str) -> Iterator[tuple[int, Any]]:
@@ -147,8 +179,19 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
-def _line_of(text: str, pos: int) -> int:
-    return text.count("\n", 0, pos) + 1
+class _Lines:
+    """Line numbers of increasing positions in one text, counted incrementally: a file of
+    thousands of records would make counting from the start each time quadratic."""
+
+    def __init__(self, text: str):
+        self.text, self.pos, self.line = text, 0, 1
+
+    def at(self, pos: int) -> int:
+        if pos < self.pos:
+            self.pos, self.line = 0, 1
+        self.line += self.text.count("\n", self.pos, pos)
+        self.pos = pos
+        return self.line
 
 
 def _has_invalid_utf8(value: str) -> bool:
@@ -183,22 +226,26 @@ def validate(path: str | Path, line: int | str, record: Any, rules: dict[str, Fi
 
 
 def read_records(path: str | Path, rules: dict[str, FieldRule], *, on_bad: OnBad,
-                 log: BadRecordLog, max_chars: int,
-                 records_key: str | None = None) -> list[tuple[int | str, dict]]:
+                 log: BadRecordLog, max_chars: int, records_key: str | None = None,
+                 cut_off_ok: bool = False) -> list[tuple[int | str, dict]]:
     """Read and validate every record of a file, as (line, record) pairs.
 
     In `error` mode the first bad record raises; in `skip` mode it is logged and left out.
+    With `cut_off_ok`, a JSON array cut short ends the read cleanly at its last complete
+    record, and the cut goes into `log.cut_off`.
     """
     if on_bad not in ("error", "skip"):
         raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad!r}")
     good: list[tuple[int | str, dict]] = []
-    for line, value in iter_raw(path, records_key):
+    for decoded, (line, value) in enumerate(iter_raw(path, records_key, cut_off_ok=cut_off_ok)):
+        if isinstance(value, CutOff):
+            log.cut_off.append({"file": value.file, "line": value.line,
+                                "records_recovered": decoded})
+            break
         try:
             if isinstance(value, DataError):
                 raise value
             good.append((line, validate(path, line, value, rules, max_chars)))
         except DataError as error:
-            if on_bad == "error":
-                raise
-            log.add(error)
+            log.reject(error, on_bad)
     return good

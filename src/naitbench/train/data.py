@@ -1,10 +1,5 @@
-"""Training examples: a subset file joined with the pool, tokenised with a response-only mask.
-
-A training sequence is `prompt + response + eos`. The loss covers the response and the eos
-token only: every token whose text ends at or before the end of the prompt gets label -100
-(so do padding and special tokens the tokenizer adds in front, such as a BOS). A token that
-straddles the boundary (BPE may merge the prompt's final newline with the response's leading
-spaces) belongs to the response, as it is needed to produce the response's first characters.
+"""Training examples: a subset file joined with the pool, tokenised with a response-only mask
+(`naitbench.data.encoding`, the encoding the pool's length policy was decided with).
 """
 
 from __future__ import annotations
@@ -16,9 +11,20 @@ from typing import Any
 
 import torch
 
+from naitbench.data.encoding import IGNORE_INDEX, encode, response_tokens
 from naitbench.io import read_jsonl
 
-IGNORE_INDEX = -100
+__all__ = [
+    "IGNORE_INDEX",
+    "LengthError",
+    "SubsetError",
+    "collate",
+    "encode",
+    "encode_all",
+    "epoch_batches",
+    "load_examples",
+]
+
 FULL_POOL = "full"
 
 
@@ -57,36 +63,32 @@ def load_examples(data_dir: str | Path, subset: str) -> list[dict]:
     return [pool[i] for i in ids]
 
 
-def encode(tokenizer: Any, prompt: str, response: str) -> dict[str, list[int]]:
-    """Token ids and labels of one example (not truncated)."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise TypeError("training needs a fast tokenizer (character offsets for the loss mask)")
-    enc = tokenizer(prompt + response, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
-    boundary = len(prompt)
-    labels = [tok if end > boundary else IGNORE_INDEX
-              for tok, (_, end) in zip(ids, enc["offset_mapping"], strict=True)]
-    if not ids or ids[-1] != tokenizer.eos_token_id:
-        ids.append(tokenizer.eos_token_id)
-        labels.append(tokenizer.eos_token_id)
-    return {"input_ids": ids, "labels": labels}
+class LengthError(ValueError):
+    """An example whose prompt leaves its response no token within the training length: the
+    pool was prepared (length policy) for another length than the one training uses."""
 
 
 def encode_all(tokenizer: Any, examples: Sequence[Mapping[str, str]],
                max_length: int) -> tuple[list[dict], dict[str, int]]:
-    """Encode every example, truncated on the right to `max_length` tokens; drop (and count)
-    those left with no response token."""
-    kept, counts = [], {"examples": len(examples), "truncated": 0, "dropped_no_response": 0}
+    """Encode every example, cut on the right to `max_length` tokens (counted as `truncated`).
+
+    Nothing is dropped here: an example left with no response token raises LengthError,
+    since prepare_data's length policy decides such records before any selector sees them.
+    """
+    kept, counts = [], {"examples": len(examples), "truncated": 0}
+    no_room = []
     for example in examples:
         enc = encode(tokenizer, example["prompt"], example["response"])
         counts["truncated"] += len(enc["input_ids"]) > max_length
-        enc = {key: value[:max_length] for key, value in enc.items()}
-        if all(label == IGNORE_INDEX for label in enc["labels"]):
-            counts["dropped_no_response"] += 1
-            continue
-        kept.append({"id": example["id"], **enc})
-    if not kept:
-        raise ValueError(f"no example keeps a response token within max_length={max_length}")
+        if not response_tokens(enc["labels"], max_length):
+            no_room.append(example["id"])
+        kept.append({"id": example["id"], **{k: v[:max_length] for k, v in enc.items()}})
+    if no_room:
+        raise LengthError(
+            f"{len(no_room)} of {len(examples)} examples keep no response token within "
+            f"train.max_length={max_length} (e.g. {no_room[:3]}): the pool was prepared for "
+            f"another length; set pool.max_length to the training length and re-run "
+            f"prepare_data")
     return kept, counts
 
 
