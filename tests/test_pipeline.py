@@ -66,7 +66,7 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
     subset_files = {p: p.read_bytes() for p in (data / "subsets").glob("*-s0.jsonl")
                     if not p.name.endswith(".scores.jsonl")}
     run_ok([sys.executable, "-m", "naitbench.config", "dump", *profile, "report.n_boot=300",
-          "features.batch_size=3"], copy, env)
+            "features.batch_size=3"], copy, env)
     rerun = run_ok([sys.executable, "-m", "dvc", "repro", "--glob", "select@*"], copy, env)
     assert "Running stage 'features'" in rerun
     assert all(f"Running stage 'select@{m}-code-0.1'" in rerun for m in ("nait", "rds", "knn"))
