@@ -22,8 +22,9 @@ directory, LoRA adapters swapped on it, task objects built once); each model's o
 the ones `evaluate` writes for it alone.
 
 Precision: on a GPU the weights load in eval.dtype (auto: bf16, else fp16). On the CPU they
-stay fp32 and eval.dtype chooses autocast: `bfloat16` forces bf16, `auto` uses it only on
-CPUs with native bf16 (models.precision), `float32` never.
+stay fp32 and eval.dtype chooses lm-eval's bf16 autocast (`mixed_precision_dtype`, with the
+log-softmax in fp32): `bfloat16` forces it, `auto` uses it only on CPUs with native bf16
+(models.precision), `float32` never.
 """
 
 from __future__ import annotations
@@ -243,7 +244,6 @@ def evaluate_many(cfg: Mapping[str, Any] | DictConfig, rows: Sequence[Row], *,
     from lm_eval.tasks import TaskManager
 
     from naitbench.models.load import load_tokenizer, resolve_dtype
-    from naitbench.models.precision import autocast
 
     cfg = OmegaConf.to_container(OmegaConf.create(dict(cfg)), resolve=True)
     names = list(tasks if tasks is not None else cfg["tasks"])
@@ -255,8 +255,10 @@ def evaluate_many(cfg: Mapping[str, Any] | DictConfig, rows: Sequence[Row], *,
     gen_kwargs = {"max_gen_toks": cfg["max_gen_toks"]} if cfg.get("max_gen_toks") else None
     settings = {k: cfg.get(k) for k in ("limit", "bootstrap_iters", "max_gen_toks",
                                         "batch_size", "allow_code_eval")}
-    if cast is not None:  # recorded only when on: fp32 keys and results stay as they were
-        settings["autocast"] = str(cast).removeprefix("torch.")
+    # lm-eval's own autocast around the forward pass, log-softmax in fp32; named only when
+    # on, so fp32 keys and results stay as they were
+    mixed = {} if cast is None else {"mixed_precision_dtype": str(cast).removeprefix("torch."),
+                                     "softmax_dtype": "float32"}
     manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False)
     built: dict[str, Any] = {}  # task objects, built on first use and shared by every row
     metrics: dict[int, dict[str, float]] = {}
@@ -268,7 +270,7 @@ def evaluate_many(cfg: Mapping[str, Any] | DictConfig, rows: Sequence[Row], *,
             bos[row.model_dir] = adds_bos(load_tokenizer(row.model_dir))
         model_args: dict[str, Any] = {
             "pretrained": str(row.model_dir), "dtype": str(dtype).removeprefix("torch."),
-            "add_bos_token": bos[row.model_dir]}
+            "add_bos_token": bos[row.model_dir], **mixed}
         if row.adapter_dir is not None:
             model_args["peft"] = str(row.adapter_dir)
         model_key = content_hash(
@@ -289,8 +291,7 @@ def evaluate_many(cfg: Mapping[str, Any] | DictConfig, rows: Sequence[Row], *,
                 lm_dir = row.model_dir
             if name not in built:
                 built[name] = manager.load([task_cfg])["tasks"][name]
-            with _adapter_on(lm, row.adapter_dir), autocast(
-                    "bf16" if cast is not None else "fp32", device):
+            with _adapter_on(lm, row.adapter_dir):
                 result = lm_eval.simple_evaluate(
                     model=lm, tasks=[built[name]], limit=cfg.get("limit"), log_samples=True,
                     bootstrap_iters=cfg["bootstrap_iters"], gen_kwargs=gen_kwargs,
@@ -301,18 +302,16 @@ def evaluate_many(cfg: Mapping[str, Any] | DictConfig, rows: Sequence[Row], *,
             if kept is not None:
                 write_json(kept, part)
             parts.append(part)
-        metrics[i] = _write_outputs(parts, model_args, settings.get("autocast"), row)
+        metrics[i] = _write_outputs(parts, model_args, row)
     return [metrics[i] for i in range(len(rows))]
 
 
 def _write_outputs(parts: Sequence[Mapping[str, Any]], model_args: Mapping[str, Any],
-                   cast: str | None, row: Row) -> dict[str, float]:
+                   row: Row) -> dict[str, float]:
     """results.json, metrics.json and samples.jsonl of one row; its kept tasks removed."""
     results = merge_results(parts)
     # the model went in as a loaded HFLM, so lm-eval could not record how it was built
     results.setdefault("config", {}).update(model="hf", model_args=dict(model_args))
-    if cast is not None:
-        results["config"]["autocast"] = cast
     metrics = flatten_metrics(results)
     rows = item_rows(results)
     record = {k: v for k, v in results.items() if k not in VOLATILE_KEYS}
