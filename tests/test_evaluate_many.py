@@ -15,7 +15,6 @@ from naitbench.config import compose
 from naitbench.evaluate import Row, evaluate, evaluate_many
 from naitbench.evaluate.runner import cpu_autocast
 from naitbench.io import read_jsonl
-from naitbench.models.precision import cpu_has_native_bf16
 from naitbench.train import MODEL_SUBDIR, load_examples, train
 
 TASKS = ["nb_humaneval_bpb", "nb_gsm8k_bpb"]
@@ -105,7 +104,8 @@ def test_rows_on_different_models_load_each_once(prepared_smoke, tiny_model_dir,
 def test_cpu_precision_follows_eval_dtype():
     assert cpu_autocast("float32") is None
     assert cpu_autocast("bfloat16") is torch.bfloat16
-    assert cpu_autocast("auto") is (torch.bfloat16 if cpu_has_native_bf16() else None)
+    # auto stays fp32 on every CPU: bf16 failed the bits-per-byte bound (BENCHMARKS.md)
+    assert cpu_autocast("auto") is None
     with pytest.raises(ValueError, match="cannot score on the CPU"):
         cpu_autocast("float16")
 
