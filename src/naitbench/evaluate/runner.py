@@ -37,11 +37,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from naitbench.io import content_hash, write_json, write_jsonl
+
+if TYPE_CHECKING:
+    import torch
 
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
 DATA_PREFIX = Path("data")
@@ -180,7 +183,7 @@ class Row:
     resume_dir: Path | None = None
 
 
-def cpu_autocast(dtype: str) -> Any:
+def cpu_autocast(dtype: str) -> torch.dtype | None:
     """The autocast dtype for scoring on the CPU with eval.dtype=`dtype` (None: fp32).
 
     The weights stay fp32 on the CPU; `bfloat16` autocasts to bf16 (emulated, and slower
@@ -278,33 +281,35 @@ def evaluate_many(cfg: Mapping[str, Any] | DictConfig, rows: Sequence[Row], *,
         model_key = content_hash(
             json.dumps([model_args, settings, device], sort_keys=True),
             _files_fingerprint(Path(row.model_dir), row.adapter_dir and Path(row.adapter_dir)))
-        parts = []
+        parts: dict[str, Any] = {}
+        kept: dict[str, Path | None] = {}
         for name, task_cfg in zip(names, configs, strict=True):
             key = content_hash(model_key, json.dumps(task_cfg, sort_keys=True,
                                                      default=_serialise))
-            kept = Path(row.resume_dir) / f"{name}-{key}.json" if row.resume_dir else None
-            if kept is not None and kept.exists():
-                parts.append(json.loads(kept.read_text()))
-                continue
-            if lm_dir != row.model_dir:
-                lm = None  # the previous model goes before the next one loads
-                base_args = {k: v for k, v in model_args.items() if k != "peft"}
-                lm = HFLM(**base_args, device=device, batch_size=cfg["batch_size"])
-                lm_dir = row.model_dir
-            if name not in built:
-                built[name] = manager.load([task_cfg])["tasks"][name]
-            with _adapter_on(lm, row.adapter_dir):
+            kept[name] = Path(row.resume_dir) / f"{name}-{key}.json" if row.resume_dir else None
+            if kept[name] is not None and kept[name].exists():
+                parts[name] = json.loads(kept[name].read_text())
+        todo = [(n, c) for n, c in zip(names, configs, strict=True) if n not in parts]
+        if todo and lm_dir != row.model_dir:
+            lm = None  # the previous model goes before the next one loads
+            base_args = {k: v for k, v in model_args.items() if k != "peft"}
+            lm = HFLM(**base_args, device=device, batch_size=cfg["batch_size"])
+            lm_dir = row.model_dir
+        with _adapter_on(lm, row.adapter_dir if todo else None):
+            for name, task_cfg in todo:
+                if name not in built:
+                    built[name] = manager.load([task_cfg])["tasks"][name]
                 result = lm_eval.simple_evaluate(
                     model=lm, tasks=[built[name]], limit=cfg.get("limit"), log_samples=True,
                     bootstrap_iters=cfg["bootstrap_iters"], gen_kwargs=gen_kwargs,
                     task_manager=manager, confirm_run_unsafe_code=bool(cfg["allow_code_eval"]))
-            # the same JSON round trip whether a task was kept or not: identical outputs
-            part = json.loads(json.dumps({k: v for k, v in result.items() if k != "date"},
-                                         default=_serialise, sort_keys=True, ensure_ascii=False))
-            if kept is not None:
-                write_json(kept, part)
-            parts.append(part)
-        metrics[i] = _write_outputs(parts, model_args, row)
+                # the same JSON round trip whether a task was kept or not: identical outputs
+                parts[name] = json.loads(json.dumps(
+                    {k: v for k, v in result.items() if k != "date"}, default=_serialise,
+                    sort_keys=True, ensure_ascii=False))
+                if kept[name] is not None:
+                    write_json(kept[name], parts[name])
+        metrics[i] = _write_outputs([parts[n] for n in names], model_args, row)
     return [metrics[i] for i in range(len(rows))]
 
 
