@@ -110,7 +110,7 @@ def test_killed_evaluation_resumes_with_identical_outputs(workspace, embedded_mo
     calls = []
     real = lm_eval.simple_evaluate
     monkeypatch.setattr(lm_eval, "simple_evaluate",
-                        lambda **kw: calls.append(kw["tasks"][0]["task"]) or real(**kw))
+                        lambda **kw: calls.append(kw["tasks"][0].config.task) or real(**kw))
     evaluate(cfg.eval, embedded_model_dir, out, data_dir=data, resume_dir=kept)
     assert calls == ["nb_gsm8k_bpb"]                      # the finished task was not re-run
     for name in (METRICS_FILE, RESULTS_FILE, SAMPLES_FILE):
