@@ -22,6 +22,7 @@ smoke_cfg, prepared_smoke = _fixtures.smoke_cfg, _fixtures.prepared_smoke
 
 N = int(os.environ.get("NAITBENCH_BENCH_N", "12"))
 SPECS = ["mlp.mean", "final.weighted"]   # the features stage's default specs
+MAX_LENGTH, BATCH = 512, 8               # the features stage's defaults
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +55,25 @@ def make_data_dir(source: Path, out: Path, n_pool: int, target: str, n_target: i
     indomain = read_jsonl(source / "targets" / target / "indomain.jsonl")[:n_target]
     write_jsonl(out / "targets" / target / "indomain.jsonl", indomain)
     return out
+
+
+def feature_batches(model_dir: Path, records: list[dict], device: str = "cpu",
+                    batch_size: int = BATCH) -> list[tuple]:
+    """The features stage's padded batches (ids, attention mask, response mask) of `records`."""
+    from naitbench.features.capture import collate, length_batches
+    from naitbench.features.store import encode_sample
+    from naitbench.models.load import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    encoded = [encode_sample(tokenizer, r, MAX_LENGTH) for r in records]
+    return [collate([encoded[i] for i in b], tokenizer.pad_token_id, device)
+            for b in length_batches([len(e["input_ids"]) for e in encoded], batch_size)]
+
+
+def device_or_skip(device: str) -> str:
+    """`device`, or a skip when it is a GPU and none is present."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return device

@@ -8,30 +8,20 @@ import tracemalloc
 
 import numpy as np
 import torch
-from conftest import SPECS, N, make_data_dir
+from conftest import BATCH, MAX_LENGTH, SPECS, N, feature_batches, make_data_dir
 
 from naitbench.features import FeatureStore, ensure_features, parse_specs
-from naitbench.features.capture import capture_batch, collate, length_batches
-from naitbench.features.store import encode_sample
+from naitbench.features.capture import capture_batch
 from naitbench.io import read_jsonl
-from naitbench.models.load import load_model, load_tokenizer
+from naitbench.models.load import load_model
 from naitbench.nait.library import build_library, score_pool
 from naitbench.nait.selector import resolve_layers
-
-MAX_LENGTH, BATCH = 512, 8
-
-
-def _batches(model_dir, records):
-    tokenizer = load_tokenizer(model_dir)
-    encoded = [encode_sample(tokenizer, r, MAX_LENGTH) for r in records]
-    return [collate([encoded[i] for i in b], tokenizer.pad_token_id, "cpu")
-            for b in length_batches([len(e["input_ids"]) for e in encoded], BATCH)]
 
 
 def test_extraction_throughput_vs_plain_forward(benchmark, bench_model, bench_source):
     """tokens/s of capture_batch (hooks + pooling) over a plain forward of the same body."""
     model = load_model(bench_model, dtype="float32", device="cpu")
-    batches = _batches(bench_model, read_jsonl(bench_source / "pool" / "pool.jsonl")[:N])
+    batches = feature_batches(bench_model, read_jsonl(bench_source / "pool" / "pool.jsonl")[:N])
     tokens = sum(int(real.sum()) for _, real, _ in batches)
     specs = parse_specs(SPECS)
 

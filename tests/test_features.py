@@ -125,3 +125,46 @@ def test_store_index_records_checksums(tmp_path, prepared_smoke, tiny_model_dir)
     entry = index["shards"][0]["files"]["mlp.mean"]
     assert len(entry["sha256"]) == 64 and (store.path / entry["file"]).exists()
     shutil.rmtree(store.path)
+
+
+def test_chosen_layers_match_every_layer_capture(model_and_tokenizer, batch):
+    model, _ = model_and_tokenizer
+    _, (ids, real, response) = batch
+    specs = parse_specs(["mlp.mean", "final.weighted"])
+    every = capture_batch(model, ids, real, response, specs)
+    some = capture_batch(model, ids, real, response, specs, layers=[1, 3])
+    assert torch.equal(some["mlp.mean"], every["mlp.mean"][:, [1, 3]])
+    assert torch.equal(some["final.weighted"], every["final.weighted"])
+
+
+def test_bf16_pooling_stays_close_to_fp32(model_and_tokenizer, batch):
+    """Pooling bf16 activations (one bf16 matmul, fp32 accumulation) against fp32 pooling of
+    the same activations: only the inputs' and result's rounding differ."""
+    from naitbench.features.capture import pool
+
+    _, (_, real, response) = batch
+    hidden = torch.randn(*real.shape, 32, generator=torch.Generator().manual_seed(0))
+    for pooling in ("mean", "last", "weighted"):
+        exact = pool(hidden, response, real, pooling)
+        rounded = pool(hidden.bfloat16(), response, real, pooling)
+        assert rounded.dtype == torch.float32
+        torch.testing.assert_close(rounded, exact, rtol=2e-2, atol=2e-2)
+
+
+def test_a_store_of_chosen_layers(tmp_path, prepared_smoke, tiny_model_dir):
+    pool = prepared_smoke / "pool" / "pool.jsonl"
+    args = dict(root=tmp_path, max_length=128, batch_size=4, shard_size=8, precision="fp32")
+    every, _ = ensure_features(pool, tiny_model_dir, ["mlp.mean"], **args)
+    some, _ = ensure_features(pool, tiny_model_dir, ["mlp.mean"], layers=[2, 1], **args)
+    assert some.path != every.path and some.index["layers"] == [1, 2]
+    assert some.n_layers(Spec("mlp", "mean")) == every.n_layers(Spec("mlp", "mean")) == 4
+    np.testing.assert_allclose(some.load("mlp.mean", [2]), every.load("mlp.mean", [2]),
+                               rtol=1e-5, atol=1e-6)
+    assert some.load("mlp.mean").shape[1] == 2
+    with pytest.raises(KeyError, match=r"records layers \[1, 2\] only, not \[0\]"):
+        some.load("mlp.mean", [0, 1])
+    with pytest.raises(ValueError, match=r"features\.layers"):
+        ensure_features(pool, tiny_model_dir, ["mlp.mean"], layers=[-1], **args)
+    bf16, _ = ensure_features(pool, tiny_model_dir, ["mlp.mean"], **{**args, "shard_size": 64,
+                                                                      "precision": "bf16"})
+    assert bf16.path != every.path

@@ -19,8 +19,8 @@ from naitbench.config import compose
 from naitbench.io import read_jsonl
 from naitbench.models.load import load_tokenizer
 from naitbench.select.protocol import SelectionContext
-from naitbench.train.data import collate, encode
-from naitbench.train.loop import _build_model, _response_loss_sum
+from naitbench.train.data import encode
+from naitbench.train.loop import ResponseLoss, _build_model, collate_with_targets
 
 
 def test_batched_per_sample_grads_match_per_example_autograd(prepared_smoke, tiny_model_dir):
@@ -34,7 +34,7 @@ def test_batched_per_sample_grads_match_per_example_autograd(prepared_smoke, tin
     counts = torch.tensor([sum(x != -100 for x in e["labels"][1:]) for e in encoded])
     params = [p for p in model.parameters() if p.requires_grad]
     summed = torch.autograd.grad(
-        _response_loss_sum(model, collate(encoded, tokenizer.pad_token_id)), params)
+        ResponseLoss(model)(**collate_with_targets(encoded, tokenizer.pad_token_id)), params)
     flat = torch.cat([g.flatten() for g in summed])
     for row, e in enumerate(encoded):                  # each equals its own unpadded autograd
         alone = torch.autograd.grad(model(input_ids=torch.tensor([e["input_ids"]]),

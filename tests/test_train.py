@@ -34,6 +34,7 @@ from naitbench.train.data import (
     encode,
     encode_all,
 )
+from naitbench.train.loop import ResponseLoss, collate_with_targets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,8 +159,8 @@ def test_training_lowers_loss_on_its_samples(tiny_model_dir, tokenizer, examples
     data = examples[:4]
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     before = response_loss(base, tokenizer, data)
-    metrics = train(train_cfg(epochs=8, lr=1e-2, batch_size=2), tiny_model_dir, data,
-                    tmp_path / "run", seed=0)
+    metrics = train(train_cfg(epochs=8, lr=1e-2, batch_size=2, log_every=1), tiny_model_dir,
+                    data, tmp_path / "run", seed=0)
     tuned = PeftModel.from_pretrained(base, tmp_path / "run" / MODEL_SUBDIR)
     after = response_loss(tuned, tokenizer, data)
     assert after < before - 0.5, (before, after)
@@ -167,6 +168,7 @@ def test_training_lowers_loss_on_its_samples(tiny_model_dir, tokenizer, examples
     assert saved == metrics
     assert metrics["steps"] == 16 == len(metrics["loss_curve"])
     assert metrics["loss_curve"][-1]["loss"] < metrics["loss_curve"][0]["loss"]
+    assert metrics["final_loss"] == metrics["loss_curve"][-1]["loss"]
     assert metrics["tokens"] > metrics["response_tokens"] > 0 and metrics["tokens_per_s"] > 0
     assert [e["epoch"] for e in metrics["per_epoch"]] == list(range(1, 9))
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -222,6 +224,52 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_model_dir, examples
     state = json.loads((tmp_path / "whole/epochs/epoch-1/state.json").read_text())
     assert len(state["trainable_params"]) == len(opt_a["state"])
     assert whole["per_epoch"][0]["checkpoint"] == "epochs/epoch-1"
+
+
+def test_loss_on_response_rows_equals_full_logits_loss(tiny_model_dir, tokenizer, examples):
+    """The LM head on the labelled positions only gives the full-logits formula's loss."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    encoded, _ = encode_all(tokenizer, examples[:4], max_length=256)
+    batch = collate_with_targets(encoded, pad_id=tokenizer.pad_token_id)
+    assert batch["target_index"].numel() < batch["labels"][:, 1:].numel()   # prompts + padding
+    full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    expected = torch.nn.functional.cross_entropy(
+        full[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
+        ignore_index=IGNORE_INDEX, reduction="sum")
+    with torch.no_grad():
+        got = ResponseLoss(model)(**batch)
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_sparse_logging_keeps_every_step_in_the_epoch_summary(tiny_model_dir, examples,
+                                                              tmp_path):
+    # 4 steps per epoch, 2 epochs; an entry every 3 steps and at each epoch's end; a
+    # checkpoint at step 2 (inside a log window), interrupted at step 3, then resumed.
+    cfg = train_cfg(epochs=2, batch_size=2, grad_accum=1, checkpoint_every=2)
+    every = train({**cfg, "log_every": 1}, tiny_model_dir, examples, tmp_path / "every", seed=0)
+    sparse = train({**cfg, "log_every": 3}, tiny_model_dir, examples, tmp_path / "sparse",
+                   seed=0)
+    losses = [e["loss"] for e in every["loss_curve"]]
+    assert [e["step"] for e in sparse["loss_curve"]] == [3, 4, 6, 8]
+    assert [e["loss"] for e in sparse["loss_curve"]] == pytest.approx(
+        [sum(losses[0:3]) / 3, losses[3], sum(losses[4:6]) / 2, sum(losses[6:8]) / 2])
+    assert sparse["per_epoch"] == every["per_epoch"]
+    assert sparse["final_loss"] == losses[-1] and sparse["tokens"] == every["tokens"]
+
+    def stop_at_3(entry: dict) -> None:
+        if entry["step"] == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train({**cfg, "log_every": 3}, tiny_model_dir, examples, tmp_path / "cut", seed=0,
+              callback=stop_at_3)
+    resumed = train({**cfg, "log_every": 3}, tiny_model_dir, examples, tmp_path / "cut",
+                    seed=0)
+    assert resumed["resumed_from_step"] == 2
+    assert resumed["loss_curve"] == sparse["loss_curve"]
+    assert resumed["per_epoch"] == sparse["per_epoch"]
 
 
 def test_nan_loss_stops_training(tiny_model_dir, examples, tmp_path):

@@ -38,7 +38,9 @@ def extract_all(cfg: DictConfig) -> dict:
     for name, path in files.items():
         store, cost = ensure_features(path, cfg.model.dir, list(fcfg.specs), root=fcfg.root,
                                       max_length=fcfg.max_length, batch_size=fcfg.batch_size,
-                                      shard_size=fcfg.shard_size, device=device)
+                                      shard_size=fcfg.shard_size, device=device,
+                                      precision=fcfg.get("precision", "auto"),
+                                      layers=fcfg.get("layers"))
         summary[name] = {"store": str(store.path), "build_cost": store.cost, "this_call": cost,
                          "num_processes": processes}
     if main_process:

@@ -5,6 +5,11 @@ block's output hidden state, `final` = the hidden state after the final norm (on
 Poolings: `mean` / `last` over the response tokens, `weighted` = mean over every real token
 with weights proportional to the position 1..n (RDS+). Padding never enters a pool, so a
 sample's features do not depend on its batch. Only the transformer body runs (no LM head).
+
+A pool is one batched matmul per layer and pooling, weights [B, 1, T] x activations [B, T, D],
+in the activations' dtype: under bf16 autocast no fp32 copy of any layer's activations is made
+(the matmul kernels accumulate bf16 products in fp32; only the [B, D] result is rounded).
+`layers` restricts the hooks to the blocks a run needs (default: every block).
 """
 
 from __future__ import annotations
@@ -50,17 +55,16 @@ def parse_specs(names: Sequence[str]) -> list[Spec]:
 
 def pool(hidden: torch.Tensor, response: torch.Tensor, real: torch.Tensor,
          pooling: str) -> torch.Tensor:
-    """Pool [B, T, D] activations to [B, D] over the masked tokens."""
-    hidden = hidden.float()
-    if pooling == "mean":
-        weights = response.float()
-    elif pooling == "last":
+    """Pool [B, T, D] activations to fp32 [B, D] over the masked tokens."""
+    if pooling == "last":
         last = (response * torch.arange(response.shape[1], device=response.device)).argmax(1)
-        return hidden[torch.arange(hidden.shape[0]), last]
+        return hidden[torch.arange(hidden.shape[0]), last].float()
+    if pooling == "mean":
+        weights = response.to(hidden.dtype)
     else:
-        weights = real.float() * torch.cumsum(real.float(), dim=1)
-    weights = weights / weights.sum(1, keepdim=True).clamp_min(1e-12)
-    return torch.einsum("bt,btd->bd", weights, hidden)
+        weights = (real * torch.cumsum(real, dim=1)).to(hidden.dtype)
+    total = weights.float().sum(1, keepdim=True).clamp_min(1e-12)
+    return torch.bmm(weights.unsqueeze(1), hidden).squeeze(1).float() / total
 
 
 def _blocks(model: Any) -> Any:
@@ -70,10 +74,13 @@ def _blocks(model: Any) -> Any:
 
 @torch.no_grad()
 def capture_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  response_mask: torch.Tensor, specs: Sequence[Spec]) -> dict[str, torch.Tensor]:
-    """Pooled features of one padded batch: {spec name: [B, n_layers, D]} (final: 1 layer)."""
+                  response_mask: torch.Tensor, specs: Sequence[Spec],
+                  layers: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """Pooled features of one padded batch: {spec name: [B, len(layers), D]} (all blocks when
+    `layers` is None; final: 1 layer)."""
     body, blocks = _blocks(model)
-    outputs: dict[str, list] = {s.name: [None] * len(blocks) for s in specs if s.site != "final"}
+    chosen = list(range(len(blocks))) if layers is None else list(layers)
+    outputs: dict[str, list] = {s.name: [None] * len(chosen) for s in specs if s.site != "final"}
     outputs.update({s.name: [None] for s in specs if s.site == "final"})
     by_site: dict[str, list[Spec]] = {}
     for spec in specs:
@@ -85,7 +92,8 @@ def capture_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
 
     handles = []
     try:
-        for i, block in enumerate(blocks):
+        for i, layer in enumerate(chosen):
+            block = blocks[layer]
             if "mlp" in by_site:
                 handles.append(block.mlp.down_proj.register_forward_pre_hook(
                     lambda _m, args, i=i: record("mlp", i, args[0])))

@@ -1,11 +1,13 @@
 """The sharded on-disk feature store.
 
-One store directory per (model, input file, max_length) holds, for every recorded Spec, all
-layers of every sample in fixed-size shards (`<spec>-<shard>.npy`, float32 [n, layers, dim])
-and an `index.json` with each shard's sha256. Shards are written atomically and the index
-after each shard, so an interrupted extraction resumes at the first missing shard; a shard
-whose checksum does not match is recomputed, never used. Only one shard's activations are
-in memory at a time, and reading maps the shards instead of loading them.
+One store directory per (model, input file, max_length; and the precision and layer list when
+they are not fp32 and every layer) holds, for every recorded Spec, the recorded layers (all by
+default, so that a layer sweep is free) of every sample in fixed-size shards
+(`<spec>-<shard>.npy`, float32 [n, layers, dim]) and an `index.json` with each shard's
+sha256. Shards are written atomically and the index after each shard, so an interrupted
+extraction resumes at the first missing shard; a shard whose checksum does not match is
+recomputed, never used. Only one shard's activations are in memory at a time, and reading
+maps the shards instead of loading them.
 
 Data-parallel extraction (`accelerate launch` / torchrun, torch.distributed initialised):
 each rank extracts a contiguous range of the missing shards, so ranks write disjoint shard
@@ -35,6 +37,7 @@ from naitbench.features.capture import (
     parse_specs,
 )
 from naitbench.io import atomic_open, content_hash, file_hash, read_jsonl, write_json
+from naitbench.models.precision import autocast, resolve_autocast
 
 INDEX = "index.json"
 
@@ -53,9 +56,16 @@ def model_fingerprint(model_dir: str | Path) -> str:
 
 
 def store_dir(root: str | Path, model_dir: str | Path, records_file: str | Path,
-              max_length: int) -> Path:
-    """Where the features of `records_file` under `model_dir` live."""
-    key = content_hash(model_fingerprint(model_dir), file_hash(records_file), str(max_length))
+              max_length: int, autocast_dtype: torch.dtype | None = None,
+              layers: Sequence[int] | None = None) -> Path:
+    """Where the features of `records_file` under `model_dir` live (fp32, every layer: the
+    key of stores written before precision and layer choice existed)."""
+    parts = [model_fingerprint(model_dir), file_hash(records_file), str(max_length)]
+    if autocast_dtype is not None:
+        parts.append(str(autocast_dtype))
+    if layers is not None:
+        parts.append(json.dumps(sorted(layers)))
+    key = content_hash(*parts)
     return Path(root) / f"{Path(records_file).parent.name}-{Path(records_file).stem}-{key}"
 
 
@@ -88,9 +98,25 @@ class FeatureStore:
         return self.index["ids"]
 
     def n_layers(self, spec: Spec) -> int:
-        """How many layers `spec` records (1 for the final norm)."""
+        """How many layers the model has for `spec` (1 for the final norm): what layer indices
+        refer to, whether or not every layer was recorded."""
+        if spec.site != "final" and self.index.get("model_layers"):
+            return int(self.index["model_layers"])
         first = self.index["shards"][0]["files"][spec.name]["file"]
         return int(np.load(self.path / first, mmap_mode="r").shape[1])
+
+    def _positions(self, spec: Spec, layers: Sequence[int] | None) -> list[int] | None:
+        """Model layer indices -> positions in the stored arrays."""
+        recorded = self.index.get("layers")
+        if spec.site == "final" or recorded is None:
+            return None if layers is None else list(layers)
+        if layers is None:
+            return None
+        missing = sorted(set(layers) - set(recorded))
+        if missing:
+            raise KeyError(f"{self.path} records layers {recorded} only, not {missing}: set "
+                           f"features.layers to null (every layer) or include them")
+        return [recorded.index(layer) for layer in layers]
 
     @property
     def cost(self) -> dict:
@@ -106,6 +132,7 @@ class FeatureStore:
         spec = parse_specs([spec])[0] if isinstance(spec, str) else spec
         if not self.complete(spec):
             raise KeyError(f"{self.path} does not hold {spec.name} for every shard")
+        layers = self._positions(spec, layers)
         parts = []
         for shard in self.index["shards"]:
             array = np.load(self.path / shard["files"][spec.name]["file"], mmap_mode="r")
@@ -162,16 +189,26 @@ def _fold_parts(path: Path, index: dict) -> dict:
 def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequence[str],
                     *, root: str | Path, max_length: int = 512, batch_size: int = 8,
                     shard_size: int = 256, device: str | None = None,
+                    precision: str = "auto", layers: Sequence[int] | None = None,
                     fail_after_shards: int | None = None) -> tuple[FeatureStore, dict]:
     """Make sure every spec's features of `records_file` are stored; return the store and the
     cost of this call (forward passes, tokens, wall time: all zero when nothing was missing).
 
+    `precision` (naitbench.models.precision: auto | fp32 | bf16) is the forward pass's
+    autocast; `layers` (block indices) records only those blocks, None every block.
     `fail_after_shards` raises after writing that many shards (tests use it to interrupt).
     """
-    from naitbench.models.load import load_model, load_tokenizer
+    from naitbench.config import check_layers
+    from naitbench.models.load import load_model, load_tokenizer, num_layers
 
     wanted = parse_specs(specs)
-    path = store_dir(root, model_dir, records_file, max_length)
+    if layers is not None:
+        if any(not isinstance(x, int) or x < 0 for x in layers):
+            raise ValueError(f"features.layers={list(layers)!r}: use non-negative block indices")
+        layers = sorted(set(layers))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = resolve_autocast(precision, device)
+    path = store_dir(root, model_dir, records_file, max_length, dtype, layers)
     path.mkdir(parents=True, exist_ok=True)
     records = read_jsonl(records_file)
     ids = [r["id"] for r in records]
@@ -180,6 +217,8 @@ def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequ
     index = (json.loads(index_path.read_text()) if index_path.exists() else
              {"records_file": str(records_file), "model_dir": str(model_dir), "ids": ids,
               "max_length": max_length, "shard_size": shard_size, "shards": []})
+    if layers is not None:
+        index["layers"] = layers
     if rank == 0:
         index = _fold_parts(path, index)
     _barrier(world)
@@ -210,6 +249,9 @@ def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequ
     began = time.perf_counter()
     tokenizer, model = load_tokenizer(model_dir), load_model(model_dir, device=device)
     device = next(model.parameters()).device
+    if layers is not None:
+        index["model_layers"] = num_layers(model)
+        check_layers(layers, index["model_layers"], key="features.layers")
     progress = tqdm(total=sum(min(shard_size, len(records) - s) for s, _ in todo),
                     desc=f"features {Path(records_file).name}", unit="sample",
                     disable=rank != 0)
@@ -222,7 +264,8 @@ def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequ
         for batch in length_batches([len(e["input_ids"]) for e in chunk], batch_size):
             ids_t, real, response = collate([chunk[i] for i in batch], tokenizer.pad_token_id,
                                             device)
-            pooled = capture_batch(model, ids_t, real, response, missing)
+            with autocast(precision, str(device)):
+                pooled = capture_batch(model, ids_t, real, response, missing, layers)
             cost["forward_tokens"] += int(real.sum())
             cost["batches"] += 1
             for name, values in pooled.items():

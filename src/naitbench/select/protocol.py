@@ -47,7 +47,9 @@ class SelectionContext:
         fcfg = self.cfg.features
         store, _ = ensure_features(self.records_file(name), self.model_dir, list(fcfg.specs),
                                    root=fcfg.root, max_length=fcfg.max_length,
-                                   batch_size=fcfg.batch_size, shard_size=fcfg.shard_size)
+                                   batch_size=fcfg.batch_size, shard_size=fcfg.shard_size,
+                                   precision=fcfg.get("precision", "auto"),
+                                   layers=fcfg.get("layers"))
         self.cost["shared"][str(store.path)] = store.cost
         return store
 

@@ -7,6 +7,12 @@ The loss of one optimizer step is the mean token cross-entropy over every respon
 its `grad_accum` micro-batches on every process: micro-batch losses are summed and divided by
 the step's global response-token count, so the result does not depend on how a step is split
 into micro-batches or processes.
+
+Speed: the LM head runs only on the positions whose next token is labelled (the response),
+never on the whole [batch, length, vocabulary]; with a 49K-token vocabulary the full logits and
+their fp32 copy were most of a small model's memory traffic per step. Step statistics stay on
+the device and reach the host every `log_every` steps (one synchronisation per log entry, not
+per step), so a divergence is noticed at the next log entry or checkpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from naitbench.io import content_hash, write_json
+from naitbench.models.precision import resolve_autocast
 from naitbench.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -40,7 +47,7 @@ MODEL_SUBDIR = "model"
 EPOCHS_SUBDIR = "epochs"
 METHODS = ("lora", "full")
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
-PRECISIONS = ("auto", "no", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "no")   # "no": accelerate's name for fp32
 
 
 class TrainingDiverged(FloatingPointError):
@@ -53,13 +60,14 @@ class ResumeMismatch(ValueError):
 
 def check_train_config(cfg: Mapping[str, Any]) -> None:
     """Fail before loading a model when a training setting cannot work."""
+    cfg = {"log_every": 1, **cfg}   # configs written before the setting: every step
     if cfg["method"] not in METHODS:
         raise ValueError(f"train.method={cfg['method']!r}: use one of {METHODS}")
     if cfg["scheduler"] not in SCHEDULERS:
         raise ValueError(f"train.scheduler={cfg['scheduler']!r}: use one of {SCHEDULERS}")
     if cfg["precision"] not in PRECISIONS:
         raise ValueError(f"train.precision={cfg['precision']!r}: use one of {PRECISIONS}")
-    for key in ("epochs", "batch_size", "grad_accum", "max_length"):
+    for key in ("epochs", "batch_size", "grad_accum", "max_length", "log_every"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ValueError(f"train.{key}={cfg[key]!r}: must be a positive integer")
     if cfg.get("max_steps") is not None and cfg["max_steps"] < 1:
@@ -72,12 +80,15 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
 
 
 def resolve_precision(name: str) -> str:
-    """accelerate's mixed_precision: bf16 (or fp16) on a GPU, none (fp32) on the CPU."""
+    """accelerate's mixed_precision for train.precision: `auto` is bf16 where the hardware
+    computes it natively (a GPU, fp16 on one without bf16; a CPU with AVX512-BF16/AMX), fp32
+    ("no") elsewhere (naitbench.models.precision)."""
+    if name in ("fp32", "no"):
+        return "no"
     if name != "auto":
         return name
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
+    dtype = resolve_autocast("auto", "cuda" if torch.cuda.is_available() else "cpu")
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "no"}[dtype]
 
 
 def _build_model(cfg: Mapping[str, Any], model_dir: str | Path) -> Any:
@@ -96,16 +107,41 @@ def _build_model(cfg: Mapping[str, Any], model_dir: str | Path) -> Any:
     return model
 
 
-def _response_loss_sum(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Summed next-token cross-entropy over the labelled (response) positions."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
-        ignore_index=IGNORE_INDEX, reduction="sum")
+class ResponseLoss(torch.nn.Module):
+    """Summed next-token cross-entropy over the labelled positions of a batch.
+
+    Runs the model's body, gathers the hidden states of the `target_index` positions (flat
+    indices into [batch, length - 1] whose next token is labelled) and applies the LM head to
+    those rows only; the cross-entropy is taken in fp32. The same loss as the full-logits
+    formula, without the [batch, length, vocabulary] tensor. It wraps the (PEFT) model as a
+    module so that data-parallel training calls it through DDP's forward.
+    """
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor, target_index: torch.Tensor) -> torch.Tensor:
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") \
+            else self.model
+        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                    use_cache=False).last_hidden_state
+        rows = hidden[:, :-1].flatten(0, 1).index_select(0, target_index)
+        logits = base.get_output_embeddings()(rows).float()
+        cap = getattr(base.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        targets = labels[:, 1:].flatten().index_select(0, target_index)
+        return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
 
 
-def _n_targets(batch: Mapping[str, torch.Tensor]) -> int:
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+def collate_with_targets(batch: Sequence[Mapping[str, Any]], pad_id: int) -> dict:
+    """`collate` plus `target_index`, the labelled next-token positions, found on the host
+    (so the device never has to report how many there are)."""
+    out = collate(batch, pad_id)
+    out["target_index"] = (out["labels"][:, 1:] != IGNORE_INDEX).flatten().nonzero()[:, 0]
+    return out
 
 
 def _fingerprint(cfg: Mapping[str, Any], model_dir: str | Path, encoded: Sequence[Mapping],
@@ -130,7 +166,9 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
     `out_dir/checkpoints`) every `cfg.checkpoint_every` optimizer steps and at each epoch end;
     a later call with the same config, data and seed continues from the latest one and gives
     the same result as an uninterrupted run. They are removed once training finishes.
-    `callback` receives each optimizer step's log entry (main process only).
+    `callback` receives each log entry (main process only): one every `cfg.log_every`
+    optimizer steps and one at each epoch's last step, its loss the mean step loss since the
+    previous entry.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -139,6 +177,7 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
     from naitbench.models.load import load_tokenizer
 
     cfg = OmegaConf.to_container(OmegaConf.create(dict(cfg)), resolve=True)
+    cfg.setdefault("log_every", 1)   # configs written before the setting: every step
     check_train_config(cfg)
     out_dir = Path(out_dir)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
@@ -157,7 +196,7 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    model, optimizer = accelerator.prepare(model, optimizer)
+    loss_model, optimizer = accelerator.prepare(ResponseLoss(model), optimizer)
 
     def loader(epoch: int) -> Any:
         batches = epoch_batches(lengths, cfg["batch_size"], seed, epoch, cfg["group_by_length"])
@@ -165,7 +204,7 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
         # dropout uses, or a resumed run would see other dropout masks.
         dl = torch.utils.data.DataLoader(
             encoded, batch_sampler=batches, generator=torch.Generator(),
-            collate_fn=partial(collate, pad_id=tokenizer.pad_token_id))
+            collate_fn=partial(collate_with_targets, pad_id=tokenizer.pad_token_id))
         return accelerator.prepare_data_loader(dl)
 
     batches_per_epoch = len(loader(0))
@@ -182,7 +221,9 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
     state: dict[str, Any] = {"fingerprint": fingerprint, "trainable_params": trainable,
                              "epoch": 0, "batches_done": 0, "step": 0, "tokens": 0,
                              "response_tokens": 0, "elapsed_s": 0.0, "loss_curve": [],
-                             "per_epoch": [], "resumed_from_step": None}
+                             "per_epoch": [], "resumed_from_step": None,
+                             "final_loss": None, "unlogged": [], "epoch_losses": [],
+                             "epoch_lrs": []}
     found = latest_checkpoint(checkpoint_dir) if resume else None
     if found is not None:
         saved = json.loads((found / "state.json").read_text())
@@ -194,7 +235,30 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
                                 scheduler=scheduler)
         state["resumed_from_step"] = state["step"]
 
+    pending: list[tuple[int, int, float, torch.Tensor]] = []   # (step, epoch, lr, stats)
+
+    def flush() -> None:
+        """Bring the pending steps' statistics to the host (one synchronisation)."""
+        if not pending:
+            return
+        rows = torch.stack([p[3] for p in pending]).tolist()
+        for (step, epoch, lr, _), (loss_sum, n_targets, tokens) in zip(pending, rows,
+                                                                       strict=True):
+            loss = loss_sum / max(n_targets, 1)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss is {loss} at step {step} (epoch {epoch}, lr {lr:.3g}); training "
+                    f"stopped. Lower train.lr, use train.precision=bf16 or fp32 instead of "
+                    f"fp16, or check the data and model for bad values")
+            state["tokens"] += int(tokens)
+            state["response_tokens"] += int(n_targets)
+            state["unlogged"].append(loss)
+            state["final_loss"] = loss
+            state["epoch_losses"].append(loss)
+        pending.clear()
+
     def checkpoint(path: Path, save_model_dir: bool = False) -> Path:
+        flush()
         return save_checkpoint(accelerator, path, model=model, optimizer=optimizer,
                                scheduler=scheduler, state=state, save_model_dir=save_model_dir)
 
@@ -203,7 +267,7 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
         if accelerator.is_main_process:
             prune_checkpoints(checkpoint_dir, keep=path)
 
-    session_start, session_tokens = time.perf_counter(), 0
+    session_start, tokens_before = time.perf_counter(), state["tokens"]
     elapsed_before = state["elapsed_s"]
     every = cfg.get("checkpoint_every") or 0
     bar = tqdm(total=total_steps, initial=state["step"], desc=f"train {cfg['method']}",
@@ -217,36 +281,42 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
             while state["batches_done"] < len(dl) and state["step"] < total_steps:
                 n_micro = min(cfg["grad_accum"], len(dl) - state["batches_done"])
                 lr = scheduler.get_last_lr()[0]
-                loss, n_targets, tokens = _optimizer_step(
-                    accelerator, model, optimizer, [next(it) for _ in range(n_micro)],
-                    cfg.get("max_grad_norm"), where=f"step {state['step'] + 1} (epoch "
-                    f"{epoch + 1}, lr {lr:.3g})")
+                stats = _optimizer_step(accelerator, loss_model, optimizer,
+                                        [next(it) for _ in range(n_micro)],
+                                        cfg.get("max_grad_norm"))
                 scheduler.step()
                 state["step"] += 1
                 state["batches_done"] += n_micro
-                state["tokens"] += tokens
-                state["response_tokens"] += n_targets
-                entry = {"step": state["step"], "epoch": epoch + 1, "loss": loss, "lr": lr,
-                         "tokens": state["tokens"]}
-                state["loss_curve"].append(entry)
-                session_tokens += tokens
-                session_s = time.perf_counter() - session_start
-                state["elapsed_s"] = elapsed_before + session_s
+                state["epoch_lrs"].append(lr)
+                pending.append((state["step"], epoch + 1, lr, stats))
+                last_of_epoch = (state["batches_done"] >= len(dl)
+                                 or state["step"] >= total_steps)
+                if state["step"] % cfg["log_every"] == 0 or last_of_epoch:
+                    flush()
+                    entry = {"step": state["step"], "epoch": epoch + 1,
+                             "loss": sum(state["unlogged"]) / len(state["unlogged"]),
+                             "lr": lr, "tokens": state["tokens"]}
+                    state["unlogged"] = []
+                    state["loss_curve"].append(entry)
+                    session_s = time.perf_counter() - session_start
+                    state["elapsed_s"] = elapsed_before + session_s
+                    tok_s = (state["tokens"] - tokens_before) / session_s
+                    bar.set_postfix(loss=f"{entry['loss']:.4f}", tok_s=f"{tok_s:.0f}")
+                    if callback is not None and accelerator.is_main_process:
+                        callback(entry)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{session_tokens / session_s:.0f}")
-                if callback is not None and accelerator.is_main_process:
-                    callback(entry)
                 if every and state["step"] % every == 0 and state["step"] < total_steps:
+                    state["elapsed_s"] = elapsed_before + time.perf_counter() - session_start
                     resume_point()
-            summary = _epoch_summary(state["loss_curve"], epoch + 1)
-            state["per_epoch"].append(summary)
+            state["per_epoch"].append(_epoch_summary(state, epoch + 1))
             state["epoch"] += 1
             state["batches_done"] = 0
             if save_every_epoch:
-                summary["checkpoint"] = f"{EPOCHS_SUBDIR}/epoch-{epoch + 1}"
-                checkpoint(out_dir / summary["checkpoint"], save_model_dir=True)
+                state["per_epoch"][-1]["checkpoint"] = f"{EPOCHS_SUBDIR}/epoch-{epoch + 1}"
+                checkpoint(out_dir / state["per_epoch"][-1]["checkpoint"], save_model_dir=True)
             if state["step"] < total_steps:
                 resume_point()
+    state["elapsed_s"] = elapsed_before + time.perf_counter() - session_start
 
     metrics = {
         "method": cfg["method"], "seed": seed, **counts, "examples_trained": len(encoded),
@@ -254,7 +324,7 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
         "tokens": state["tokens"], "response_tokens": state["response_tokens"],
         "wall_time_s": state["elapsed_s"],
         "tokens_per_s": state["tokens"] / state["elapsed_s"] if state["elapsed_s"] else 0.0,
-        "final_loss": state["loss_curve"][-1]["loss"],
+        "final_loss": state["final_loss"], "log_every": cfg["log_every"],
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),
         "precision": precision, "num_processes": world,
@@ -271,43 +341,40 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
     return metrics
 
 
-def _optimizer_step(accelerator: Any, model: Any, optimizer: Any, micro: list[dict],
-                    max_grad_norm: float | None, where: str) -> tuple[float, int, int]:
-    """One optimizer step over `micro`-batches; returns (loss, response tokens, tokens), all
-    summed over processes."""
-    n_global = int(accelerator.reduce(
-        torch.tensor(sum(_n_targets(b) for b in micro), device=accelerator.device), "sum"))
-    scale = accelerator.num_processes / max(n_global, 1)
-    loss_sum = torch.zeros((), device=accelerator.device)
+def _optimizer_step(accelerator: Any, loss_model: Any, optimizer: Any, micro: list[dict],
+                    max_grad_norm: float | None) -> torch.Tensor:
+    """One optimizer step over `micro`-batches; returns, on the device and summed over
+    processes, [summed response-token loss, response tokens, tokens]."""
+    device = accelerator.device
+    n_global = accelerator.reduce(torch.tensor(
+        float(sum(b["target_index"].numel() for b in micro)), device=device), "sum")
+    scale = accelerator.num_processes / n_global.clamp_min(1)
+    loss_sum = torch.zeros((), device=device)
+    tokens = torch.zeros((), device=device)
     for i, batch in enumerate(micro):
         last = i == len(micro) - 1
-        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+        with contextlib.nullcontext() if last else accelerator.no_sync(loss_model):
             with accelerator.autocast():
-                part = _response_loss_sum(model, batch)
+                part = loss_model(**batch)
             accelerator.backward(part * scale)
         loss_sum += part.detach()
-    loss = float(accelerator.reduce(loss_sum, "sum")) / max(n_global, 1)
-    if not math.isfinite(loss):
-        raise TrainingDiverged(
-            f"loss is {loss} at {where}; training stopped. Lower train.lr, use "
-            f"train.precision=bf16 or no instead of fp16, or check the data and model for bad "
-            f"values")
+        tokens += batch["attention_mask"].sum()
     if max_grad_norm:
-        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        accelerator.clip_grad_norm_(loss_model.parameters(), max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    tokens = int(accelerator.reduce(torch.tensor(
-        sum(int(b["attention_mask"].sum()) for b in micro), device=accelerator.device), "sum"))
-    return loss, n_global, tokens
+    loss_sum, tokens = accelerator.reduce(torch.stack([loss_sum, tokens]), "sum")
+    return torch.stack([loss_sum, n_global, tokens])
 
 
-def _epoch_summary(loss_curve: list[dict], epoch: int) -> dict:
+def _epoch_summary(state: dict, epoch: int) -> dict:
     """Mean loss and mean learning rate of an epoch's steps (LESS weights checkpoints by the
-    latter)."""
-    steps = [e for e in loss_curve if e["epoch"] == epoch]
-    return {"epoch": epoch, "steps": len(steps),
-            "mean_loss": sum(e["loss"] for e in steps) / len(steps),
-            "mean_lr": sum(e["lr"] for e in steps) / len(steps), "checkpoint": None}
+    latter); clears the epoch's per-step lists."""
+    losses, lrs = state["epoch_losses"], state["epoch_lrs"]
+    summary = {"epoch": epoch, "steps": len(lrs), "mean_loss": sum(losses) / len(losses),
+               "mean_lr": sum(lrs) / len(lrs), "checkpoint": None}
+    state["epoch_losses"], state["epoch_lrs"] = [], []
+    return summary
 
 
 def _save_final(model: Any, tokenizer: Any, path: Path, *, full: bool) -> None:
