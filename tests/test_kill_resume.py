@@ -79,7 +79,7 @@ def test_killed_feature_extraction_resumes_to_identical_features(workspace, embe
 def test_killed_training_resumes_to_identical_weights(workspace, embedded_model_dir, tmp_path):
     data, overrides = workspace
     overrides += ["train.subset=full", "train.seed=0", "train.max_steps=6",
-                  "train.checkpoint_every=2", "train.max_length=64", "train.batch_size=2"]
+                  "train.checkpoint_every=2", "train.max_length=96", "train.batch_size=2"]
     cfg = compose(overrides)
     whole = tmp_path / "whole"
     train(cfg.train, embedded_model_dir, load_examples(data, "full"), whole, seed=0,

@@ -17,6 +17,7 @@ SLICE = ["pool.size=200", "model=tiny", "model@raters.second=tiny",
          "raters.second.name=tiny-rater", "train.max_steps=2", "train.epochs=1",
          "train.full_epochs=1", "train.batch_size=4", "runs.targeted=[nait,rds]",
          "runs.untargeted=[length]", "runs.random_seeds=[0]", "runs.seeds=[0]",
+         "runs.method_seeds.nait=[0]", "runs.method_seeds.rds=[0]",
          "targets.code.indomain_size=8", "targets.math.indomain_size=8",
          "targets.math.heldout_size=8", "eval.limit=4", "tracking=disabled"]
 
@@ -31,8 +32,8 @@ def test_medium_profile_slice_runs_every_stage_and_trains_what_it_selects(tmp_pa
     out = run_ok([sys.executable, "-m", "dvc", "repro"], copy, env)
     for stage in ("prepare_model", "prepare_data", "features", "select@nait-code-0.1",
                   "select@rds-math-0.1", "select_untargeted@length-0.1", "select_random@0.1-0",
-                  "train@nait-math-r0.1-s0-0", "train_full@0", "evaluate_base",
-                  "evaluate_full@0", "evaluate@rds-code-r0.1-s0-0", "report"):
+                  "train@nait-math-r0.1-s0-seed0", "train_full@0", "evaluate_base",
+                  "evaluate_full@0", "evaluate@rds-code-r0.1-s0-seed0", "report"):
         assert f"Running stage '{stage}'" in out, stage
     data = copy / "data"
     report = json.loads((data / "prepare_report.json").read_text())
