@@ -8,6 +8,7 @@ code in this package, so a new method is one module plus one config file
 from __future__ import annotations
 
 import abc
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,19 @@ class SelectionContext:
     seed: int
     cost: dict = field(default_factory=lambda: {"forward_tokens": 0, "backward_tokens": 0,
                                                 "wall_s": 0.0, "shared": {}})
+    #: per target, the rows of its in-domain set this context sees (None: every row once)
+    indomain_rows: dict[str, np.ndarray] | None = None
+
+    def resampled(self, draw: int) -> SelectionContext:
+        """The same context with every target's in-domain set replaced by a bootstrap draw
+        (rows with replacement, as many as the set has), seeded by `draw` and the target's
+        name: one draw is one independent selection of a deterministic targeted method."""
+        rows = {name: indomain_bootstrap(len(records), draw, name)
+                for name, records in self.targets.items()}
+        return dataclasses.replace(
+            self, targets={name: [self.targets[name][i] for i in idx]
+                           for name, idx in rows.items()},
+            indomain_rows=rows)
 
     def records_file(self, name: str) -> Path:
         """'pool' or a target name -> the JSONL file its records come from."""
@@ -54,8 +68,12 @@ class SelectionContext:
         return store
 
     def features(self, name: str, spec: Spec, layers: Sequence[int] | None = None) -> np.ndarray:
-        """[n, layers, dim] features of 'pool' or a target's in-domain set."""
-        return self.store(name).load(spec, layers)
+        """[n, layers, dim] features of 'pool' or a target's in-domain set (its resampled
+        rows when the context is a bootstrap draw)."""
+        features = self.store(name).load(spec, layers)
+        if name != "pool" and self.indomain_rows is not None:
+            features = features[self.indomain_rows[name]]
+        return features
 
     def add_cost(self, *, forward_tokens: int = 0, backward_tokens: int = 0,
                  wall_s: float = 0.0) -> None:
@@ -67,6 +85,15 @@ class SelectionContext:
     def artefact_dir(self, name: str) -> Path:
         """Where a selector saves reusable artefacts (e.g. NAIT's feature library)."""
         return self.data_dir / "libraries" / name
+
+
+def indomain_bootstrap(n: int, draw: int, target: str) -> np.ndarray:
+    """Row indices of bootstrap draw `draw` of an `n`-sample in-domain set (with
+    replacement); the same (n, draw, target) always gives the same rows."""
+    if n < 1:
+        raise ValueError(f"target {target!r} has no in-domain samples to resample")
+    key = int.from_bytes(target.encode(), "little") % (2**32)
+    return np.sort(np.random.default_rng([int(draw), key]).integers(0, n, size=n))
 
 
 class Selector(abc.ABC):
