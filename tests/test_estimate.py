@@ -158,3 +158,52 @@ def test_the_probe_scales_every_stage_by_the_machine_speed(tmp_path):
     assert all(here[k] == pytest.approx(v / 2) for k, v in reference.items())
     assert "x 2.00" in render(here, "smoke", speed=2.0)
     assert probe_seconds(repeats=1) > 0
+
+
+#: a short run of the smoke profile's matrix on the embedded model (the model the rates are
+#: for): a 20-record pool, one random subset, the full pool, scoring 8 code items per model
+SHORT_RUN = ["profile=smoke", "model=embedded", "pool.size=20", "runs.targeted=[]",
+             "runs.untargeted=[]", "runs.random_seeds=[0]", "runs.seeds=[0]",
+             "runs.method_seeds={}", "train.epochs=1", "train.full_epochs=1",
+             "eval.tasks=[nb_humaneval_bpb]", "eval.limit=8", "tracking=disabled"]
+#: measured / estimated wall time of that run must lie in this range: the rates come from
+#: another machine through two probes, and the CPU is shared with other jobs
+TOLERANCE = (0.5, 2.0)
+
+
+@pytest.mark.slow
+def test_the_estimate_matches_a_short_measured_run(tmp_path, embedded_model_dir, data_root):
+    import subprocess
+    import sys
+    import time
+
+    from omegaconf import OmegaConf
+
+    from naitbench.data.prepare import prepare
+    from naitbench.estimate import EVALUATE, FEATURES, SELECT, TRAIN
+
+    args = [*SHORT_RUN, f"paths.data_dir={tmp_path / 'data'}", f"model.dir={embedded_model_dir}",
+            f"paths.data_root={data_root}"]
+    cfg = compose(args)
+    prepare(cfg)
+    here = plan(cfg)
+    parts = estimate(OmegaConf.merge(cfg, {"estimate": here.rates}), here.speed)
+    predicted = sum(parts[k] for k in (FEATURES, SELECT, TRAIN, EVALUATE))
+    hydra = [f"hydra.run.dir={tmp_path / 'hydra'}", "hydra.output_subdir=null"]
+    stages = [["naitbench.features"],
+              ["naitbench.select", "select.method=random", "ratio=0.1", "seed=0",
+               "select.name=random-r0.1-s0"],
+              ["naitbench.train", "train.subset=random-r0.1-s0", "train.seed=0"],
+              ["naitbench.train", "train.subset=full", "train.seed=0"],
+              ["naitbench.evaluate", "eval.subset=null"],
+              ["naitbench.evaluate", "eval.subset=random-r0.1-s0", "eval.train_seed=0"],
+              ["naitbench.evaluate", "eval.subset=full", "eval.train_seed=0"]]
+    start = time.perf_counter()
+    for module, *extra in stages:
+        subprocess.run([sys.executable, "-m", module, *args, *hydra, *extra], check=True,
+                       capture_output=True)
+    measured = time.perf_counter() - start
+    ratio = measured / predicted
+    print(f"short smoke run: measured {measured:.0f} s, estimated {predicted:.0f} s")
+    assert TOLERANCE[0] <= ratio <= TOLERANCE[1], (
+        f"measured {measured:.0f} s, estimated {predicted:.0f} s ({parts}; {here.notes})")
