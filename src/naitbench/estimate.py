@@ -22,6 +22,7 @@ finishes sooner.
 from __future__ import annotations
 
 import argparse
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,9 +56,9 @@ class NoRates(LookupError):
 
 def pool_lengths(cfg: DictConfig) -> list[tuple[float, float]] | None:
     """(prompt, response) tokens of every pool record: the prepared pool's counts, else the
-    source's character lengths scaled so that their mean is `tokens_per_record` (after the
-    de-duplication and `pool.size` sample prepare_data makes); None when the source cannot be
-    read here (the hub without a local copy)."""
+    source's character lengths scaled so that their mean, cut at train.max_length, is
+    `tokens_per_record` (after the de-duplication and `pool.size` sample prepare_data makes);
+    None when the source cannot be read here (the hub without a local copy)."""
     prepared = Path(cfg.paths.data_dir) / "pool" / "pool.jsonl"
     if prepared.exists():
         from naitbench.io import read_jsonl
@@ -72,8 +73,22 @@ def pool_lengths(cfg: DictConfig) -> list[tuple[float, float]] | None:
                    for _, r in rows})
     unique = subsample(unique, cfg.pool.get("size"), cfg.pool.get("seed", 0))
     chars = [(len(format_prompt(i, x, cfg.pool.template)), len(o)) for i, x, o in unique]
-    scale = cfg.estimate.tokens_per_record * len(chars) / sum(p + r for p, r in chars)
+    scale = _scale_to_mean([p + r for p, r in chars], cfg.estimate.tokens_per_record,
+                           cfg.train.max_length)
     return [(p * scale, r * scale) for p, r in chars]
+
+
+def _scale_to_mean(sizes: list[int], mean: float, cap: int) -> float:
+    """The factor that gives `sizes` the mean `mean` once each is cut at `cap` tokens
+    (`tokens_per_record` is the mean of records as trained), found by bisection."""
+    low, high = 0.0, 1.0
+    while sum(min(s * high, cap) for s in sizes) < mean * len(sizes) and high < 1e6:
+        high *= 2
+    for _ in range(50):
+        mid = (low + high) / 2
+        low, high = (mid, high) if sum(min(s * mid, cap) for s in sizes) < mean * len(sizes) \
+            else (low, mid)
+    return (low + high) / 2
 
 
 def heldout_items(cfg: DictConfig, target: str) -> int:
@@ -199,7 +214,8 @@ def bf16_gain(block: Mapping[str, int], backward: bool, repeats: int = 5) -> flo
     heads, kv_heads, tokens) runs under bf16 autocast than in fp32 on this CPU: forward only,
     or forward and backward (training). Matrix products alone overstate it (they gain about
     2.4x where a block gains 1.8x forward, 1.5x with backward on a native-bf16 EPYC). The two
-    are timed in alternation, best of `repeats` each, so a load change hits both alike."""
+    are timed back to back and the median of `repeats` such ratios taken, so a burst of load
+    from other jobs moves one ratio, not the result."""
     import time
 
     import torch
@@ -230,8 +246,7 @@ def bf16_gain(block: Mapping[str, int], backward: bool, repeats: int = 5) -> flo
         return time.perf_counter() - start
 
     seconds(False), seconds(True)   # warm-up: allocator, oneDNN kernels of both precisions
-    times = [(seconds(False), seconds(True)) for _ in range(repeats)]
-    return min(t[0] for t in times) / min(t[1] for t in times)
+    return statistics.median(seconds(False) / seconds(True) for _ in range(repeats))
 
 
 def machine_speed(rates: Mapping[str, Any], probe_s: float | None) -> float:
