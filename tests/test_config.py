@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -116,3 +117,23 @@ def test_training_seeds_per_method_fan_out_the_train_stages():
     assert [s for name, s in pairs if name.startswith("nait-")] == [0, 1]  # the profile's
     assert {s for name, s in pairs if name.split("-")[0] not in ("rds", "nait")} == {3}
     assert len(pairs) == len(runs.subsets) + 3
+
+
+def test_a_second_clone_sharing_the_venv_dumps_and_estimates_its_own_params(tmp_path):
+    """The installed package belongs to this checkout; run from another clone, `config dump`
+    and the estimate read and write that clone's conf/ and params.yaml, not this one's."""
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO_DIR / "conf", clone / "conf")
+    shutil.copytree(REPO_DIR / "hydra_plugins", clone / "hydra_plugins",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (clone / "conf" / "profile" / "smoke.yaml").write_text(
+        (REPO_DIR / "conf" / "profile" / "smoke.yaml").read_text().replace(
+            "profile_name: smoke", "profile_name: smoke-of-the-clone"))
+    ours = (REPO_DIR / "params.yaml").read_bytes()
+    subprocess.run([sys.executable, "-m", "naitbench.config", "dump", "profile=smoke"],
+                   cwd=clone, check=True, capture_output=True)
+    assert (REPO_DIR / "params.yaml").read_bytes() == ours
+    assert OmegaConf.load(clone / "params.yaml").profile_name == "smoke-of-the-clone"
+    out = subprocess.run([sys.executable, "-m", "naitbench.estimate", "--no-probe"], cwd=clone,
+                         check=True, capture_output=True, text=True).stdout
+    assert "profile 'smoke-of-the-clone'" in out

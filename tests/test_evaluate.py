@@ -157,6 +157,13 @@ def test_adapter_scored_through_peft_and_reruns_identical(prepared_smoke, tiny_m
     evaluate(eval_cfg(), tiny_model_dir, tmp_path / "again", data_dir=prepared_smoke, tasks=task)
     for name in ("results.json", "metrics.json", "samples.jsonl"):  # same config, same bytes
         assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "base" / name).read_bytes()
+    # what scored is recorded: fp32 unless bf16 autocast is asked for (the CPU keeps fp32
+    # weights; on a GPU eval.dtype is the weights' dtype)
+    assert results["compute"] == {"precision": "fp32", "device": "cpu"}
+    evaluate(eval_cfg(dtype="bfloat16"), tiny_model_dir, tmp_path / "bf16",
+             data_dir=prepared_smoke, tasks=task)
+    assert OmegaConf.load(tmp_path / "bf16" / "results.json")["compute"] == {
+        "precision": "bf16", "device": "cpu"}
 
 
 def test_scores_dirs():

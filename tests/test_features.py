@@ -160,3 +160,6 @@ def test_a_store_of_chosen_layers(tmp_path, prepared_smoke, tiny_model_dir):
     bf16, _ = ensure_features(pool, tiny_model_dir, ["mlp.mean"], **{**args, "shard_size": 64,
                                                                       "precision": "bf16"})
     assert bf16.path != every.path
+    # what extracted each store is recorded, and its precision is part of the key
+    assert every.compute == {"precision": "fp32", "device": "cpu"}
+    assert bf16.compute == {"precision": "bf16", "device": "cpu"}

@@ -4,7 +4,9 @@ multi-process path through accelerate."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +35,7 @@ from naitbench.train.data import (
     collate,
     encode,
     encode_all,
+    epoch_batches,
 )
 from naitbench.train.loop import ResponseLoss, collate_with_targets
 
@@ -120,6 +123,42 @@ def test_a_length_policy_pool_trains_every_selected_record_with_no_drop(
     with pytest.raises(LengthError):  # the same records without the policy
         train(train_cfg(max_length=64, max_steps=1), tiny_model_dir, records,
               tmp_path / "raw", seed=0)
+
+
+def _padded_tokens(lengths: list[int], batches: list[list[int]]) -> int:
+    return sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
+
+
+@pytest.mark.parametrize("n", [99, 985])
+def test_length_grouped_batches_vary_with_seed_and_epoch_and_pad_like_a_full_sort(n):
+    """A 99-sample subset (a 10% subset of the embedded pool) and the full pool, batch 8:
+    two seeds, or two epochs of one seed, share at most a tenth of their batches (1 of 13),
+    and the padded token count stays within 5% of a full length sort's."""
+    rng = random.Random(n)
+    lengths = [max(8, int(math.exp(rng.gauss(5.1, 0.6)))) for _ in range(n)]  # ~Alpaca-GPT4
+    by_length = sorted(range(n), key=lambda j: -lengths[j])
+    sorted_pad = _padded_tokens(lengths, [by_length[i:i + 8] for i in range(0, n, 8)])
+    for seed in range(5):
+        runs = [epoch_batches(lengths, 8, s, e, True) for s, e in ((seed, 0), (seed + 1, 0),
+                                                                   (seed, 1))]
+        for batches in runs:
+            assert sorted(i for b in batches for i in b) == list(range(n))
+            assert _padded_tokens(lengths, batches) <= 1.05 * sorted_pad
+        same = [{frozenset(b) for b in batches} for batches in runs]
+        limit = len(runs[0]) // 10
+        assert len(same[0] & same[1]) <= limit, "two seeds train the same batches"
+        assert len(same[0] & same[2]) <= limit, "two epochs train the same batches"
+        assert runs[0] == epoch_batches(lengths, 8, seed, 0, True)   # resumable: pure
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_precision_and_device_that_ran_are_recorded(tiny_model_dir, examples, tmp_path,
+                                                        precision):
+    metrics = train(train_cfg(max_steps=1, batch_size=4, precision=precision), tiny_model_dir,
+                    examples, tmp_path, seed=0)
+    assert metrics["compute"] == {"precision": precision, "device": "cpu"}
+    assert json.loads((tmp_path / "train_metrics.json").read_text())["compute"] == \
+        metrics["compute"]
 
 
 def test_load_examples_joins_subset_with_pool(prepared_smoke, tmp_path):

@@ -8,7 +8,8 @@ at run time that prefix is replaced with the run's data directory and the config
 
 Outputs (in `out_dir`):
   results.json   lm-eval's full results (configs, versions, n-shot, ...), without samples
-                 and the run date (same config -> same bytes)
+                 and the run date (same config -> same bytes), plus `compute`: the precision
+                 and device that scored (naitbench.models.precision)
   metrics.json   {"<task>/<metric>": value} (lm-eval's aggregate, e.g. bits per byte)
   samples.jsonl  one row per task and item: task, doc_id, id (the held-out record id),
                  metric, value, higher_is_better (+ loglikelihood and bytes for bits per
@@ -249,6 +250,7 @@ def evaluate_many(cfg: Mapping[str, Any] | DictConfig, rows: Sequence[Row], *,
     from lm_eval.tasks import TaskManager
 
     from naitbench.models.load import load_tokenizer, resolve_dtype
+    from naitbench.models.precision import compute_record
 
     cfg = OmegaConf.to_container(OmegaConf.create(dict(cfg)), resolve=True)
     names = list(tasks if tasks is not None else cfg["tasks"])
@@ -257,6 +259,7 @@ def evaluate_many(cfg: Mapping[str, Any] | DictConfig, rows: Sequence[Row], *,
     on_cpu = device == "cpu"
     dtype = resolve_dtype("float32" if on_cpu else cfg["dtype"])
     cast = cpu_autocast(cfg["dtype"]) if on_cpu else None
+    compute = compute_record(cast if on_cpu else dtype, device)
     gen_kwargs = {"max_gen_toks": cfg["max_gen_toks"]} if cfg.get("max_gen_toks") else None
     settings = {k: cfg.get(k) for k in ("limit", "bootstrap_iters", "max_gen_toks",
                                         "batch_size", "allow_code_eval")}
@@ -309,12 +312,12 @@ def evaluate_many(cfg: Mapping[str, Any] | DictConfig, rows: Sequence[Row], *,
                     sort_keys=True, ensure_ascii=False))
                 if kept[name] is not None:
                     write_json(kept[name], parts[name])
-        metrics[i] = _write_outputs([parts[n] for n in names], model_args, row)
+        metrics[i] = _write_outputs([parts[n] for n in names], model_args, row, compute)
     return [metrics[i] for i in range(len(rows))]
 
 
 def _write_outputs(parts: Sequence[Mapping[str, Any]], model_args: Mapping[str, Any],
-                   row: Row) -> dict[str, float]:
+                   row: Row, compute: Mapping[str, str]) -> dict[str, float]:
     """results.json, metrics.json and samples.jsonl of one row; its kept tasks removed."""
     results = merge_results(parts)
     # the model went in as a loaded HFLM, so lm-eval could not record how it was built
@@ -322,6 +325,7 @@ def _write_outputs(parts: Sequence[Mapping[str, Any]], model_args: Mapping[str, 
     metrics = flatten_metrics(results)
     rows = item_rows(results)
     record = {k: v for k, v in results.items() if k not in VOLATILE_KEYS}
+    record["compute"] = dict(compute)   # naitbench.models.precision.COMPUTE
     text = json.dumps(record, default=_serialise, indent=2, sort_keys=True, ensure_ascii=False)
     out_dir = Path(row.out_dir)
     write_json(out_dir / RESULTS_FILE, json.loads(text))

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from naitbench.config import CONF_DIR, validate
 from naitbench.features.store import ensure_features
 from naitbench.io import write_json
+from naitbench.models.precision import COMPUTE
 from naitbench.tracking import start_run
 
 
@@ -42,7 +43,7 @@ def extract_all(cfg: DictConfig) -> dict:
                                       precision=fcfg.get("precision", "auto"),
                                       layers=fcfg.get("layers"))
         summary[name] = {"store": str(store.path), "build_cost": store.cost, "this_call": cost,
-                         "num_processes": processes}
+                         "num_processes": processes, COMPUTE: store.compute}
     if main_process:
         write_json(Path(fcfg.root) / "summary.json", summary)
     return summary

@@ -4,8 +4,11 @@ One store directory per (model, input file, max_length; and the precision and la
 they are not fp32 and every layer) holds, for every recorded Spec, the recorded layers (all by
 default, so that a layer sweep is free) of every sample in fixed-size shards
 (`<spec>-<shard>.npy`, float32 [n, layers, dim]) and an `index.json` with each shard's
-sha256. Shards are written atomically and the index after each shard, so an interrupted
-extraction resumes at the first missing shard; a shard whose checksum does not match is
+sha256 and `compute` (the precision and device that extracted it:
+naitbench.models.precision; the weights load in fp32 everywhere and the precision is the
+forward pass's autocast, so `features.precision=fp32` means fp32 on a GPU too and the key's
+precision is what ran). Shards are written atomically and the index after each shard, so an
+interrupted extraction resumes at the first missing shard; a shard whose checksum does not match is
 recomputed, never used. Only one shard's activations are in memory at a time, and reading
 maps the shards instead of loading them.
 
@@ -37,7 +40,7 @@ from naitbench.features.capture import (
     parse_specs,
 )
 from naitbench.io import atomic_open, content_hash, file_hash, read_jsonl, write_json
-from naitbench.models.precision import autocast, resolve_autocast
+from naitbench.models.precision import COMPUTE, autocast, compute_record, resolve_autocast
 
 INDEX = "index.json"
 
@@ -119,6 +122,12 @@ class FeatureStore:
         return [recorded.index(layer) for layer in layers]
 
     @property
+    def compute(self) -> dict | None:
+        """The precision and device that extracted this store (None: written before either
+        was recorded)."""
+        return self.index.get(COMPUTE)
+
+    @property
     def cost(self) -> dict:
         """What building this store cost, summed over every extraction call that added to it."""
         return self.index.get("cost", {"forward_tokens": 0, "batches": 0, "wall_s": 0.0})
@@ -148,6 +157,13 @@ def _verified(path: Path, shard: dict) -> dict:
         if file.exists() and _sha256(file) == entry["sha256"]:
             good[name] = entry
     return good
+
+
+def _merged_compute(old: dict | None, new: dict) -> dict:
+    """A store extended on another device lists both (the precision is part of its key)."""
+    if old is None:
+        return new
+    return {k: ",".join(sorted({*old.get(k, new[k]).split(","), new[k]})) for k in new}
 
 
 def _dist() -> tuple[int, int]:
@@ -236,6 +252,7 @@ def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequ
     cost = {"forward_tokens": 0, "batches": 0, "wall_s": 0.0}
     if not todo:
         return FeatureStore(path), cost
+    index[COMPUTE] = _merged_compute(index.get(COMPUTE), compute_record(dtype, device))
     if world > 1:   # this rank's contiguous range of the missing shards
         per_rank, extra = divmod(len(todo), world)
         first = rank * per_rank + min(rank, extra)
@@ -247,7 +264,8 @@ def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequ
     else:
         before = dict(index.get("cost", {}))
     began = time.perf_counter()
-    tokenizer, model = load_tokenizer(model_dir), load_model(model_dir, device=device)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, dtype="float32", device=device)   # precision: autocast
     device = next(model.parameters()).device
     if layers is not None:
         index["model_layers"] = num_layers(model)

@@ -1,8 +1,12 @@
-"""Which numeric precision a stage computes in.
+"""Which numeric precision a stage computes in, and how a stage records what it ran.
 
 `auto` means bf16 autocast only where the hardware computes bf16 natively: a CUDA GPU that
 supports it, or a CPU with AVX512-BF16 or AMX-BF16 instructions. On any other CPU bf16 is
 emulated (slower than fp32), so `auto` keeps fp32 there.
+
+Every features, train and evaluate stage writes `compute_record(...)` under the key
+`COMPUTE` ("compute": {"precision": fp32 | bf16 | fp16, "device": cpu | cuda}) into its
+metrics or manifest, so the report can say which precision made every score.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+COMPUTE = "compute"
+PRECISION_NAMES = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16",
+                   torch.float16: "fp16"}
 
 
 @functools.cache
@@ -47,3 +54,8 @@ def autocast(precision: str, device: str) -> torch.autocast:
     dtype = resolve_autocast(precision, device)
     device_type = "cuda" if str(device).startswith("cuda") else "cpu"
     return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def compute_record(dtype: torch.dtype | None, device: str | torch.device) -> dict[str, str]:
+    """What a stage computed in: its resolved precision (`dtype` None: fp32) and device type."""
+    return {"precision": PRECISION_NAMES[dtype], "device": torch.device(device).type}

@@ -15,6 +15,7 @@ from naitbench.config import CONF_DIR, trained_pairs
 from naitbench.io import atomic_open, read_jsonl, write_json
 from naitbench.report.collect import collect, selection_costs
 from naitbench.report.compare import Row, comparison_rows
+from naitbench.report.compute import check_precisions, compute_table
 from naitbench.report.figures import main_figure
 from naitbench.report.names import (
     arm_label,
@@ -106,6 +107,7 @@ def build_report(cfg: DictConfig) -> Path:
     runs = collect(data_dir, models)
     if not runs:
         raise FileNotFoundError(f"no scored models under {data_dir}/scores: run evaluate first")
+    precision = check_precisions(runs, bool(cfg.report.get("allow_mixed_precision", False)))
     rows = comparison_rows(runs, n_boot=cfg.report.n_boot, seed=cfg.report.seed)
     figure = main_figure(rows, out_dir / "figures" / "main.png")
     costs = selection_costs(data_dir, subsets)
@@ -116,11 +118,12 @@ def build_report(cfg: DictConfig) -> Path:
             by_ratio.setdefault(run.ratio, []).append(run.name.split("/")[0])
     meta = {"profile": cfg.profile_name, "model": cfg.model.name,
             "git revision": _revision(), "command": "make repro (dvc repro)",
-            "models scored": str(len(runs))}
+            "models scored": str(len(runs)), "precision": precision}
     sections = {"Subset overlap and core subset": overlap_section(data_dir, by_ratio),
                 "Transfer: difference to random subsets (selected for A, scored on B)":
                     transfer_section(rows),
                 "Training": training_section(data_dir, models),
+                "What ran: precision and device of every stage": compute_table(runs),
                 "Notes": list(cfg.report.notes)}
     text = markdown(f"NAIT-Bench comparison: {cfg.profile_name}", meta, rows, figure, costs,
                     sections, out_dir)

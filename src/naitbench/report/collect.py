@@ -1,7 +1,9 @@
 """Reading evaluated runs from disk into RunResults (the report imports no stage code).
 
 Layout read: data/scores/base, data/scores/<subset>/seed<k> ({metrics.json, samples.jsonl}),
-data/subsets/<subset>.manifest.json (method, targets, ratio, selection seed, cost).
+data/subsets/<subset>.manifest.json (method, targets, ratio, selection seed, cost), and the
+precision and device of each stage (naitbench.report.compute; training's from
+data/runs/<subset>/seed<k>/train_metrics.json).
 Per-item values of a bits-per-byte task are rescaled by n * bytes_i / total bytes, so their
 plain mean equals lm-eval's byte-weighted aggregate and the paired bootstrap resamples the
 same quantity the metrics file reports.
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from naitbench.io import read_jsonl
+from naitbench.report.compute import run_compute
 from naitbench.report.results import BASE, REFERENCE_FULL, RunResult, TaskScore
 
 SEED_DIR = re.compile(r"seed(\d+)$")
@@ -67,20 +70,25 @@ def collect(data_dir: str | Path,
     base = data_dir / "scores" / BASE
     if (base / "metrics.json").exists():
         runs.append(RunResult(method=BASE, target=None, ratio=None, selection_seed=None,
-                              train_seed=None, name=BASE, scores=task_scores(base)))
+                              train_seed=None, name=BASE, scores=task_scores(base),
+                              compute=run_compute(base, None, {})))
     for score_dir in scored_dirs(data_dir, models):
         subset, train_seed = score_dir.parent.name, int(SEED_DIR.search(score_dir.name)[1])
+        trained = data_dir / "runs" / subset / score_dir.name
         if subset == REFERENCE_FULL:
             runs.append(RunResult(method=REFERENCE_FULL, target=None, ratio=None,
                                   selection_seed=None, train_seed=train_seed,
-                                  name=f"full/seed{train_seed}", scores=task_scores(score_dir)))
+                                  name=f"full/seed{train_seed}", scores=task_scores(score_dir),
+                                  compute=run_compute(score_dir, trained, {})))
             continue
         manifest = json.loads((data_dir / "subsets" / f"{subset}.manifest.json").read_text())
         runs.append(RunResult(method=manifest["method"],
                               target="+".join(manifest["targets"]) or None,
                               ratio=manifest["ratio"], selection_seed=manifest["seed"],
                               train_seed=train_seed, name=f"{subset}/seed{train_seed}",
-                              scores=task_scores(score_dir), cost=manifest["cost"]))
+                              scores=task_scores(score_dir), cost=manifest["cost"],
+                              compute=run_compute(score_dir, trained,
+                                                  manifest["cost"])))
     return runs
 
 

@@ -32,6 +32,7 @@ class RunResult:
     name: str
     scores: dict[str, TaskScore]
     cost: dict = field(default_factory=dict)
+    compute: dict = field(default_factory=dict)   # stage -> {precision, device} (report.compute)
 
     @property
     def arm(self) -> tuple[str, str | None, float | None]:

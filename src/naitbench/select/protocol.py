@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from naitbench.features import FeatureStore, ensure_features
 from naitbench.features.capture import Spec
+from naitbench.models.precision import COMPUTE
 
 
 @dataclass
@@ -64,7 +65,7 @@ class SelectionContext:
                                    batch_size=fcfg.batch_size, shard_size=fcfg.shard_size,
                                    precision=fcfg.get("precision", "auto"),
                                    layers=fcfg.get("layers"))
-        self.cost["shared"][str(store.path)] = store.cost
+        self.cost["shared"][str(store.path)] = {**store.cost, COMPUTE: store.compute}
         return store
 
     def features(self, name: str, spec: Spec, layers: Sequence[int] | None = None) -> np.ndarray:

@@ -110,16 +110,20 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
                   group_by_length: bool) -> list[list[int]]:
     """The micro-batches (example indices) of one epoch, a pure function of (seed, epoch).
 
-    With `group_by_length`, the shuffled order is cut into windows of 50 batches, each
-    window is sorted by length (less padding), and the batches are shuffled again.
+    With `group_by_length`, examples are ordered by length rank plus a seeded uniform jitter
+    of one batch's width (a sliding window of `batch_size` ranks), cut into batches, and the
+    batches shuffled. The window is counted in ranks, not in a share of the subset, so every
+    subset size gets batches that differ between seeds and epochs (sorting fixed windows of
+    50 batches gave a 99-sample subset the same batches every time), while each batch holds
+    examples of neighbouring lengths and padding stays close to a full sort's.
     """
     rng = random.Random(f"{seed}-{epoch}")
     order = list(range(len(lengths)))
     rng.shuffle(order)
     if group_by_length:
-        window = batch_size * 50
-        order = [i for start in range(0, len(order), window)
-                 for i in sorted(order[start:start + window], key=lambda j: -lengths[j])]
+        by_length = sorted(order, key=lambda j: -lengths[j])   # ties in shuffled order
+        key = {j: rank + rng.uniform(0, batch_size) for rank, j in enumerate(by_length)}
+        order = sorted(order, key=key.__getitem__)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if group_by_length:
         rng.shuffle(batches)

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from naitbench.io import content_hash, write_json
-from naitbench.models.precision import resolve_autocast
+from naitbench.models.precision import COMPUTE, compute_record, resolve_autocast
 from naitbench.train.accelerator import fresh_accelerator
 from naitbench.train.checkpoint import (
     latest_checkpoint,
@@ -49,6 +49,7 @@ EPOCHS_SUBDIR = "epochs"
 METHODS = ("lora", "full")
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "no")   # "no": accelerate's name for fp32
+_AUTOCAST = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}   # accelerate's names
 
 
 class TrainingDiverged(FloatingPointError):
@@ -89,7 +90,7 @@ def resolve_precision(name: str) -> str:
     if name != "auto":
         return name
     dtype = resolve_autocast("auto", "cuda" if torch.cuda.is_available() else "cpu")
-    return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "no"}[dtype]
+    return {dtype: name for name, dtype in _AUTOCAST.items()}[dtype]
 
 
 def _build_model(cfg: Mapping[str, Any], model_dir: str | Path) -> Any:
@@ -328,6 +329,7 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),
         "precision": precision, "num_processes": world,
+        COMPUTE: compute_record(_AUTOCAST[accelerator.mixed_precision], accelerator.device),
         "resumed_from_step": state["resumed_from_step"],
         "loss_curve": state["loss_curve"], "per_epoch": state["per_epoch"],
     }
