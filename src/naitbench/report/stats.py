@@ -267,17 +267,17 @@ def rank_among(value: float, reference_means: np.ndarray, higher_is_better: bool
 
 
 def compare(method: list[list[dict[str, float]]], reference: list[list[dict[str, float]]], *,
-            higher_is_better: bool,
-            spread: list[list[dict[str, float]]] | None = None) -> Comparison:
+            higher_is_better: bool, spread: list[list[dict[str, float]]] | None = None,
+            alpha: float = ALPHA, power: float = POWER) -> Comparison:
     """Every statistic the report shows for one method against one reference. Each side is
     a list of subsets (selection seeds), each a list of replicates (training seeds) mapping
-    item id -> value."""
+    item id -> value; `spread`: the random subsets, when neither side is them."""
     items = common_items(method, reference, *([spread] if spread else []))
     a, b = subset_means(method, items), subset_means(reference, items)
     c = subset_means(spread, items) if spread else None
     diff, se, df = (float(x) for x in difference_noise(a, b, spread=c))
-    low, high = (float(x) for x in interval(diff, se, df))
-    detectable = float(detectable_difference(se, df))
+    low, high = (float(x) for x in interval(diff, se, df, 1 - alpha))
+    detectable = float(detectable_difference(se, df, alpha=alpha, power=power))
     ma, mb = arm(a), arm(b)
     df_w = int(ma.df_within + mb.df_within)
     sd_w = math.sqrt(float(ma.ss_within + mb.ss_within) / df_w) if df_w else float("nan")
