@@ -7,8 +7,8 @@ import re
 
 import numpy as np
 import pytest
-from scipy import stats
 from report_data import TASKS, fabricate
+from scipy import stats
 
 from naitbench.config import compose
 from naitbench.report.__main__ import build_report
