@@ -102,7 +102,7 @@ def difference_noise(method: np.ndarray, reference: np.ndarray, *,
 
     `spread`: the arm whose between-subset spread a one-subset arm borrows (default: the
     reference when it has several subsets, else the method). The standard error is NaN when
-    no arm in play has two subsets (seed noise cannot be assessed)."""
+    no arm in play has two subsets (subset noise cannot be assessed)."""
     m, r = arm(method), arm(reference)
     s = arm(spread) if spread is not None else None
     sides = [m, r] + ([s] if s is not None else [])
@@ -134,7 +134,7 @@ def difference_noise(method: np.ndarray, reference: np.ndarray, *,
         for j in range(3):
             coef[j] += np.where(~own & (source == j), 1.0, 0.0)
         # fewer training seeds than the source's subsets: add the training noise they lack
-        coef[3] += np.where(~own, np.maximum(1.0 / _single_seeds(side) - src_q, 0.0), 0.0)
+        coef[3] += np.where(~own, np.maximum(side.inv_seeds - src_q, 0.0), 0.0)
     coef[3] = np.where(df_w > 0, coef[3], 0.0)
     terms = np.where(coef != 0, coef * np.nan_to_num(ms), 0.0)
     variance = terms.sum(axis=0)
@@ -145,11 +145,6 @@ def difference_noise(method: np.ndarray, reference: np.ndarray, *,
     usable = np.all(np.where(coef != 0, np.isfinite(ms) & (dfs > 0), True), axis=0)
     se = np.where(usable & (coef[:3] != 0).any(axis=0), np.sqrt(variance), np.nan)
     return m.mean - r.mean, se, df
-
-
-def _single_seeds(side: Arm) -> np.ndarray:
-    """Training seeds of an arm's only subset (1 / mean(1/m) is m itself when J = 1)."""
-    return np.rint(1.0 / side.inv_seeds)
 
 
 def interval(difference: np.ndarray, se: np.ndarray, df: np.ndarray,
