@@ -137,3 +137,36 @@ def test_a_second_clone_sharing_the_venv_dumps_and_estimates_its_own_params(tmp_
     out = subprocess.run([sys.executable, "-m", "naitbench.estimate", "--no-probe"], cwd=clone,
                          check=True, capture_output=True, text=True).stdout
     assert "profile 'smoke-of-the-clone'" in out
+
+
+def test_selection_seeds_give_a_targeted_method_one_subset_per_bootstrap_draw():
+    runs = validate(compose(["profile=embedded", "++runs.selection_seeds={nait: [0, 1, 2]}",
+                             "~runs.method_seeds.nait"])).runs
+    nait = [n for n in runs.subsets if n.startswith("nait-")]
+    assert nait == ["nait-code-r0.1-s0", "nait-code-r0.1-s1", "nait-code-r0.1-s2"]
+    assert OmegaConf.to_container(runs.resampled) == {
+        name: {"method": "nait", "target": "code", "ratio": 0.1, "seed": k}
+        for k, name in enumerate(nait)}
+    assert list(runs.targeted_once) == ["rds", "knn"]      # selected once, from every sample
+    assert [s for name, s in trained_pairs(runs) if name.startswith("nait-")] == [0, 0, 0]
+    # without selection seeds nothing changes: no resampled stage, every method once
+    default = validate(compose(["profile=embedded"])).runs
+    assert not default.resampled and list(default.targeted_once) == list(default.targeted)
+    with pytest.raises(ConfigError, match=r"not in runs\.targeted"):
+        validate(compose(["profile=embedded", "++runs.selection_seeds={length: [0, 1]}"]))
+    with pytest.raises(ConfigError, match="non-empty list of integer seeds"):
+        validate(compose(["profile=embedded", "++runs.selection_seeds={nait: []}"]))
+
+
+def test_selection_seeds_fan_out_dvc_select_resampled_stages(tmp_path):
+    # DVC's own reading of dvc.yaml with params.yaml composed for two NAIT selection seeds
+    (tmp_path / "dvc.yaml").write_text((REPO_DIR / "dvc.yaml").read_text())
+    dump_params(tmp_path / "params.yaml", ["++runs.selection_seeds={nait: [0, 1]}"])
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path,
+                   check=True)
+    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+                            cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    stages = set(listed.split())
+    assert {"select_resampled@nait-code-r0.1-s0", "select_resampled@nait-code-r0.1-s1",
+            "train@nait-code-r0.1-s1-seed1"} <= stages
+    assert "select@nait-code-0.1" not in stages and "select@rds-code-0.1" in stages

@@ -54,18 +54,18 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
     run_ok(["git", "add", "-A"], copy, env)
     run_ok(["git", "commit", "-qm", "smoke run"], copy, env)
     # DVC composes params.yaml from conf/ again: the profile's overrides are repeated
-    sets = [arg for item in [*profile, "report.n_boot=300"] for arg in ("-S", item)]
+    sets = [arg for item in [*profile, "report.power=0.9"] for arg in ("-S", item)]
     exp = run_ok([sys.executable, "-m", "dvc", "exp", "run", *sets], copy, env)
     assert "Running stage 'report'" in exp and "Running stage 'train" not in exp
     shown = run_ok([sys.executable, "-m", "dvc", "exp", "show", "--json"], copy, env)
-    assert _has_param(json.loads(shown), "n_boot", 300)
+    assert _has_param(json.loads(shown), "power", 0.9)
 
     # Features re-extracted in another process (with another batch size) and selection
     # re-run: training depends on the ids-only subset files, so no training or scoring stage
     # is out of date (test_select checks that float noise leaves those files unchanged).
     subset_files = {p: p.read_bytes() for p in (data / "subsets").glob("*-s0.jsonl")
                     if not p.name.endswith(".scores.jsonl")}
-    run_ok([sys.executable, "-m", "naitbench.config", "dump", *profile, "report.n_boot=300",
+    run_ok([sys.executable, "-m", "naitbench.config", "dump", *profile, "report.power=0.9",
             "features.batch_size=3"], copy, env)
     rerun = run_ok([sys.executable, "-m", "dvc", "repro", "--glob", "select@*"], copy, env)
     assert "Running stage 'features'" in rerun

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 from report_data import TASKS, fabricate
+from scipy import stats
 
 from naitbench.config import compose
 from naitbench.report.__main__ import build_report
@@ -14,7 +16,7 @@ from naitbench.report.compare import comparison_rows
 from naitbench.report.figures import main_figure
 from naitbench.report.render import html_page, markdown
 from naitbench.report.results import RunResult, TaskScore
-from naitbench.report.stats import BETTER, INSIDE_NOISE, WORSE
+from naitbench.report.stats import BETTER, INSIDE_NOISE, WORSE, holm
 
 TASK = "nb_humaneval_bpb"
 
@@ -26,39 +28,53 @@ def _run(method, value, *, target=None, ratio=0.1, sel=None, train=0, shift=0.0)
                      scores={TASK: TaskScore("bits_per_byte", False, value, items)})
 
 
+RANDOM = (0.671, 0.687, 0.669, 0.675, 0.680)
+
+
 @pytest.fixture
 def runs():
     return [_run("base", 0.723, ratio=None), _run("full", 0.650, ratio=None),
-            _run("random", 0.671, sel=0), _run("random", 0.687, sel=1),
-            _run("random", 0.669, sel=2), _run("nait", 0.639, target="code")]
+            *(_run("random", v, sel=k) for k, v in enumerate(RANDOM)),
+            _run("nait", 0.639, target="code")]
 
 
 def test_rows_compare_each_arm_with_random_and_full(runs):
-    rows = {r.method: r for r in comparison_rows(runs, n_boot=300)}
+    rows = {r.method: r for r in comparison_rows(runs)}
     nait = rows["nait"]
+    sd = float(np.std(RANDOM, ddof=1))
     assert nait.mean == pytest.approx(0.639) and nait.n == 1
-    assert nait.vs_random.difference == pytest.approx(0.639 - (0.671 + 0.687 + 0.669) / 3)
-    assert nait.vs_random.rank == 1 and nait.vs_random.verdict == BETTER   # lower bpb
+    c = nait.vs_random
+    assert c.difference == pytest.approx(0.639 - np.mean(RANDOM))
+    # one subset against five: a new random subset's spread, t on 4 df
+    assert c.se == pytest.approx(sd * np.sqrt(1 + 1 / 5)) and c.df == pytest.approx(4)
+    assert c.high == pytest.approx(c.difference + stats.t.ppf(0.975, 4) * c.se)
+    assert c.rank == 1 and c.verdict == BETTER   # lower bpb
+    # against full data both sides are one subset: each borrows the random subsets' spread
     assert nait.vs_full.difference == pytest.approx(-0.011)
-    assert rows["random"].n == 3 and rows["random"].vs_random is None
-    assert rows["random"].sd == pytest.approx(0.0098658, abs=1e-6)
+    assert nait.vs_full.se == pytest.approx(sd * np.sqrt(2))
+    assert nait.vs_full.verdict == INSIDE_NOISE
+    assert rows["random"].n == 5 and rows["random"].vs_random is None
+    assert rows["random"].sd == pytest.approx(sd)
     # one ratio in the run: the base model and full data are set against its random subsets
-    assert rows["base"].vs_random.verdict == WORSE and rows["base"].vs_random.rank == 4
+    assert rows["base"].vs_random.verdict == WORSE and rows["base"].vs_random.rank == 6
     assert rows["full"].vs_random.verdict == BETTER
+    # the headline family here is NAIT on one task: Holm over one comparison changes nothing
+    assert nait.family_size == 1 and nait.family_p == pytest.approx(c.p_value)
+    assert rows["base"].family_p is None
 
 
 def test_markdown_and_html_carry_the_numbers(runs, tmp_path):
-    rows = comparison_rows(runs, n_boot=300)
+    rows = comparison_rows(runs)
     figure = main_figure(rows, tmp_path / "figures" / "main.png")
     costs = [{"method": "nait", "target": "code", "wall_s": 12.5, "forward_tokens": 1000,
               "backward_tokens": 0, "note": "shares the extraction pass"}]
     text = markdown("Report", {"profile": "smoke"}, rows, figure, costs,
                     {"Notes": ["full-pool row trained for 1 epoch"]}, tmp_path)
     heading = "HumanEval solutions, bits per byte (target)"
-    diff = f"{0.639 - (0.671 + 0.687 + 0.669) / 3:+.4f} ["
+    diff = f"{0.639 - np.mean(RANDOM):+.4f} ["
     assert f"## {heading}: `{TASK}`" in text
     assert f"| {heading} | NAIT (code) | {diff}" in text           # the answer's table
-    assert f"| NAIT (code) | 0.6390 | - | {diff}" in text and "| 1 of 4 | better |" in text
+    assert f"| NAIT (code) | 0.6390 | - | {diff}" in text and "| 1 of 6 | better |" in text
     assert "| base model (no tuning) | `base` | 1 | 0.7230 |" in text
     assert "figures/main.png" in text
     assert "| nait | code | 12.5 | 1,000 | 0 | shares the extraction pass |" in text
@@ -68,7 +84,7 @@ def test_markdown_and_html_carry_the_numbers(runs, tmp_path):
 
 
 def test_the_answer_says_when_no_headline_method_ran(runs, tmp_path):
-    rows = comparison_rows([r for r in runs if r.method != "nait"], n_boot=100)
+    rows = comparison_rows([r for r in runs if r.method != "nait"])
     text = markdown("Report", {}, rows, None, [], {}, tmp_path)
     assert "No NAIT or RDS+ arm in this run" in _first_screen(text)
 
@@ -87,7 +103,7 @@ def report(tmp_path_factory):
               seeds=[0, 1])
     cfg = compose(["profile=smoke", f"paths.data_dir={data}", "tracking=disabled",
                    "runs.targeted=[nait,rds]", "runs.untargeted=[]",
-                   "runs.random_seeds=[0,1,2,3,4]", "runs.seeds=[0,1]", "report.n_boot=400"])
+                   "runs.random_seeds=[0,1,2,3,4]", "runs.seeds=[0,1]", "report.power=0.8"])
     build_report(cfg)
     return data / "report"
 
@@ -96,16 +112,23 @@ def test_report_leads_with_the_answer_for_target_and_transfer(report):
     text = (report / "report.md").read_text()
     rows = json.loads((report / "comparison.json").read_text())["rows"]
     first = _first_screen(text)
-    for row in (r for r in rows if r["method"] in ("nait", "rds")):
+    family = [r for r in rows if r["method"] in ("nait", "rds")]
+    assert len(family) == 2 * len(TASKS)
+    adjusted = holm([r["vs_random"]["p_value"] for r in family])
+    assert f"This screen makes {len(family)} comparisons" in first
+    for row, p in zip(family, adjusted, strict=True):
         c = row["vs_random"]
         role = "target" if row["task"] == "nb_humaneval_bpb" else "transfer"
         assert row["task_title"].endswith(f"({role})")
+        assert row["family_p"] == pytest.approx(p) and row["family_size"] == len(family)
+        word = (INSIDE_NOISE if p >= 0.05 else BETTER if c["difference"] < 0 else WORSE)
+        assert row["family_verdict"] == word                 # lower bits per byte is better
         line = (f"| {row['task_title']} | {row['arm_name']} | {c['difference']:+.4f} "
-                f"[{c['low']:+.4f}, {c['high']:+.4f}] | {c['verdict']} | "
+                f"[{c['low']:+.4f}, {c['high']:+.4f}] | {p:.3f} | {word} | "
                 f"{c['rank']} of {c['n_reference'] + 1} | {c['detectable']:.4f} |")
         assert line in first
-        caution = f"{row['arm_name']} {'beats' if c['verdict'] == BETTER else 'is worse than'}"
-        if c["verdict"] in (BETTER, WORSE):
+        caution = f"{row['arm_name']} {'beats' if word == BETTER else 'is worse than'}"
+        if word in (BETTER, WORSE):
             bullet = next(b for b in first.splitlines() if f"`{row['task']}`:" in b)
             said = f"{caution} random subsets by less than this run can reliably detect" in bullet
             assert said == (abs(c["difference"]) < c["detectable"])

@@ -200,6 +200,25 @@ def test_multi_target_and_random_subsets(data_dir, tiny_model_dir, data_root):
     assert draws[0] == draws[2] and draws[0] != draws[1]
 
 
+def test_indomain_resample_selects_from_the_seeded_bootstrap_draw(data_dir, tiny_model_dir,
+                                                                   data_root):
+    whole = select(_cfg(data_dir, tiny_model_dir, data_root, "select.name=whole"))
+    draws = {s: select(_cfg(data_dir, tiny_model_dir, data_root, "select.indomain_resample=true",
+                            f"seed={s}", f"select.name=draw{s}")) for s in (1, 2)}
+    again = select(_cfg(data_dir, tiny_model_dir, data_root, "select.indomain_resample=true",
+                        "seed=1", "select.name=again"))
+    scores = {k: [r["score"] for r in read_jsonl(p.with_suffix(".scores.jsonl"))]
+              for k, p in {"whole": whole, **draws, "again": again}.items()}
+    assert scores[1] == scores["again"]                      # the seed picks the draw
+    assert scores[1] != scores[2] and scores[1] != scores["whole"]
+    manifest = json.loads(draws[2].with_suffix(".manifest.json").read_text())
+    assert manifest["indomain_draw"] == 2 and manifest["seed"] == 2
+    assert json.loads(whole.with_suffix(".manifest.json").read_text())["indomain_draw"] is None
+    with pytest.raises(ConfigError, match="untargeted"):
+        select(_cfg(data_dir, tiny_model_dir, data_root, "selector=random",
+                    "select.indomain_resample=true"))
+
+
 def test_config_errors_fail_fast(data_dir, tiny_model_dir, data_root):
     with pytest.raises(ConfigError, match=r"\(0, 1\]"):
         select(_cfg(data_dir, tiny_model_dir, data_root, "ratio=0"))

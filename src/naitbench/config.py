@@ -66,16 +66,40 @@ def check_layers(layers: Iterable[int], n_layers: int, key: str = "selector.laye
 
 
 def subset_names(targeted: Sequence[str], untargeted: Sequence[str], targets: Sequence[str],
-                 ratios: Sequence[float], random_seeds: Sequence[int]) -> list[str]:
-    """The subset files the comparison matrix implies (see `runs` in conf/config.yaml)."""
-    names = [f"{m}-{t}-r{r:g}-s0" for m in targeted for t in targets for r in ratios]
+                 ratios: Sequence[float], random_seeds: Sequence[int],
+                 selection_seeds: Any = None) -> list[str]:
+    """The subset files the comparison matrix implies (see `runs` in conf/config.yaml): a
+    targeted method named in `selection_seeds` has one subset per selection seed."""
+    seeds = dict(selection_seeds or {})
+    names = [f"{m}-{t}-r{r:g}-s{s}" for m in targeted for t in targets for r in ratios
+             for s in seeds.get(m, [0])]
     names += [f"{m}-r{r:g}-s0" for m in untargeted for r in ratios]
     return names + [f"random-r{r:g}-s{s}" for r in ratios for s in random_seeds]
 
 
+def resampled_subsets(targeted: Sequence[str], targets: Sequence[str], ratios: Sequence[float],
+                      selection_seeds: Any = None) -> dict[str, dict[str, Any]]:
+    """The subsets of the targeted methods with selection seeds, keyed by subset name: each
+    is selected from bootstrap draw `seed` of the targets' in-domain sets (the
+    `select_resampled` stages)."""
+    seeds = dict(selection_seeds or {})
+    return {f"{m}-{t}-r{r:g}-s{s}": {"method": m, "target": t, "ratio": float(r),
+                                     "seed": int(s)}
+            for m in targeted if m in seeds for t in targets for r in ratios for s in seeds[m]}
+
+
+def targeted_once(targeted: Sequence[str], selection_seeds: Any = None) -> list[str]:
+    """The targeted methods selected once, from the whole in-domain sets (`select` stages)."""
+    return [m for m in targeted if m not in dict(selection_seeds or {})]
+
+
 def expected_subsets(runs: Any) -> list[str]:
     return subset_names(runs.targeted, runs.get("untargeted", []), runs.targets, runs.ratios,
-                        runs.random_seeds)
+                        runs.random_seeds, _plain(runs.get("selection_seeds")))
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node) if isinstance(node, DictConfig | ListConfig) else node
 
 
 def subset_method(name: str) -> str:
@@ -103,7 +127,14 @@ def trained_pairs(runs: Any) -> list[tuple[str, int]]:
 # params.yaml. Registered on import; DVC's own Hydra composition (`dvc exp run -S`) gets it
 # through the plugin module hydra_plugins/naitbench_resolvers, which imports this module.
 OmegaConf.register_new_resolver(  # a ListConfig, so that OmegaConf.resolve can store it
-    "nb_subsets", lambda *lists: ListConfig(subset_names(*lists)), replace=True)
+    "nb_subsets", lambda *lists: ListConfig(subset_names(*(_plain(x) for x in lists))),
+    replace=True)
+OmegaConf.register_new_resolver(  # `runs.resampled`: the select_resampled stages
+    "nb_resampled", lambda *lists: DictConfig(resampled_subsets(*(_plain(x) for x in lists))),
+    replace=True)
+OmegaConf.register_new_resolver(  # `runs.targeted_once`: the select stages' methods
+    "nb_once", lambda *lists: ListConfig(targeted_once(*(_plain(x) for x in lists))),
+    replace=True)
 OmegaConf.register_new_resolver(  # `runs.trained`: what the train and evaluate stages fan out over
     "nb_trained", lambda subsets, seeds, method_seeds: DictConfig(trained_models(
         subsets, seeds, OmegaConf.to_container(method_seeds) if method_seeds else None)),
@@ -118,7 +149,25 @@ def check_runs(cfg: DictConfig) -> None:
     runs = cfg.runs
     if list(runs.subsets) != expected_subsets(runs):
         raise ConfigError(f"runs.subsets does not match runs.targeted/untargeted/targets/"
-                          f"ratios/random_seeds; it should be {expected_subsets(runs)}")
+                          f"ratios/random_seeds/selection_seeds; it should be "
+                          f"{expected_subsets(runs)}")
+    for method, seeds in (runs.get("selection_seeds") or {}).items():
+        if method not in runs.targeted:
+            raise ConfigError(f"runs.selection_seeds names '{method}', which is not in "
+                              f"runs.targeted {list(runs.targeted)}: selection seeds resample "
+                              f"a targeted method's in-domain samples")
+        if not seeds or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
+            raise ConfigError(f"runs.selection_seeds.{method}={_plain(seeds)!r}: give a "
+                              f"non-empty list of integer seeds")
+    for key, derived in (("resampled", resampled_subsets), ("targeted_once", targeted_once)):
+        if key in runs:
+            args = ((runs.targeted, runs.targets, runs.ratios) if key == "resampled"
+                    else (runs.targeted,))
+            expected = derived(*args, _plain(runs.get("selection_seeds")))
+            if _plain(runs[key]) != expected:
+                raise ConfigError(f"runs.{key} does not match runs.targeted/targets/ratios/"
+                                  f"selection_seeds; rewrite params.yaml (python -m "
+                                  f"naitbench.config dump)")
     for method, seeds in (runs.get("method_seeds") or {}).items():
         if method not in cfg.get("selectors", {}):
             raise ConfigError(f"runs.method_seeds names '{method}', which is not in the "

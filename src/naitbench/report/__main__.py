@@ -108,7 +108,7 @@ def build_report(cfg: DictConfig) -> Path:
     if not runs:
         raise FileNotFoundError(f"no scored models under {data_dir}/scores: run evaluate first")
     precision = check_precisions(runs, bool(cfg.report.get("allow_mixed_precision", False)))
-    rows = comparison_rows(runs, n_boot=cfg.report.n_boot, seed=cfg.report.seed)
+    rows = comparison_rows(runs, alpha=cfg.report.alpha, power=cfg.report.power)
     figure = main_figure(rows, out_dir / "figures" / "main.png")
     costs = selection_costs(data_dir, subsets)
     by_ratio: dict = {}

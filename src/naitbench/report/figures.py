@@ -13,14 +13,13 @@ import matplotlib.pyplot as plt
 from naitbench.io import atomic_open
 from naitbench.report.compare import Row
 from naitbench.report.names import (
-    HEADLINE_METHODS,
     arm_names,
     arm_order,
     task_heading,
     task_order,
     unit,
 )
-from naitbench.report.results import BASE, REFERENCE_FULL, REFERENCE_RANDOM
+from naitbench.report.results import BASE, HEADLINE_METHODS, REFERENCE_FULL, REFERENCE_RANDOM
 
 COLOURS = {REFERENCE_RANDOM: "dimgray", BASE: "tab:red", REFERENCE_FULL: "tab:green",
            **dict(zip(HEADLINE_METHODS, ("tab:blue", "tab:orange"), strict=False))}

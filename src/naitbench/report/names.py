@@ -29,9 +29,6 @@ METHOD_TITLES = {"nait": "NAIT", "rds": "RDS+", "less": "LESS", "knn": "embeddin
                  "length": "length", REFERENCE_RANDOM: "random subsets",
                  REFERENCE_FULL: "full data", BASE: "base model (no tuning)"}
 
-#: the methods the report's first screen answers for
-HEADLINE_METHODS = ("nait", "rds")
-
 METRIC_UNITS = {"bits_per_byte": "bits per byte", "acc": "accuracy",
                 "exact_match": "exact match", "pass@1": "pass@1", "f1": "F1"}
 

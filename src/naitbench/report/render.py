@@ -16,7 +16,6 @@ from pathlib import Path
 
 from naitbench.report.compare import Row
 from naitbench.report.names import (
-    HEADLINE_METHODS,
     METHOD_TITLES,
     arm_label,
     arm_names,
@@ -25,7 +24,7 @@ from naitbench.report.names import (
     task_order,
     unit,
 )
-from naitbench.report.results import REFERENCE_RANDOM
+from naitbench.report.results import HEADLINE_METHODS, REFERENCE_RANDOM
 from naitbench.report.stats import BETTER, INSIDE_NOISE, NOT_ASSESSABLE, WORSE, Comparison
 
 
@@ -40,6 +39,8 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 def _interval(c: Comparison | None) -> str:
     if c is None:
         return "-"
+    if math.isnan(c.low):
+        return f"{c.difference:+.4f} [-]"
     return f"{c.difference:+.4f} [{c.low:+.4f}, {c.high:+.4f}]"
 
 
@@ -51,32 +52,48 @@ def legend(rows: list[Row]) -> list[str]:
     """What the verdict words, the rank and the detectable difference mean (said once)."""
     lower = sorted({unit(r.metric) for r in rows if not r.higher_is_better})
     direction = f" (lower is better for {', '.join(lower)})" if lower else ""
-    return [f"**Verdict**, arm against random subsets, from the 95% two-level bootstrap "
-            f"interval of their difference (replicates resampled, then evaluation items "
-            f"paired across arms): *{BETTER}* or *{WORSE}* when the whole interval lies on "
-            f"that side of zero{direction}; *{INSIDE_NOISE}* when it includes zero; "
-            f"*{NOT_ASSESSABLE}* with one replicate on each side, where the interval reflects "
-            f"evaluation items only. **Rank** 1 of n+1 means better than all n random "
-            f"subsets. **Smallest detectable difference**: what this run's seed counts detect "
-            f"with 80% power at the 5% level, given the random subsets' between-seed standard "
-            f"deviation; a verdict on a smaller difference rests on few seeds."]
+    return [f"**Verdict**, arm against random subsets, from the 95% Student-t interval of "
+            f"their difference at the subset level (docs/report.md): each model's mean over "
+            f"the items both arms scored (items paired), training seeds averaged within a "
+            f"subset, and the random subsets' between-subset spread as the noise one selected "
+            f"subset must beat (an arm's own spread too when it has several selection seeds). "
+            f"*{BETTER}* or *{WORSE}* when the whole interval lies on that side of zero"
+            f"{direction}; *{INSIDE_NOISE}* when it includes zero; *{NOT_ASSESSABLE}* when "
+            f"neither side has two subsets. On the first screen the verdict is Holm-adjusted "
+            f"over its comparisons; elsewhere it is per comparison. **Rank** 1 of n+1 means "
+            f"better than all n random subsets. **Smallest detectable difference**: the true "
+            f"difference the same t test detects with 80% power at the 5% level; a verdict "
+            f"on a smaller difference rests on few subsets."]
 
 
-def _answer_phrase(name: str, c: Comparison | None) -> str:
+def _answer_phrase(name: str, row: Row) -> str:
+    c = row.vs_random
     if c is None:
         return f"{name} has no random subsets to compare with"
+    word = row.family_verdict or c.verdict
     phrase = {BETTER: f"{name} beats random subsets",
               WORSE: f"{name} is worse than random subsets",
               INSIDE_NOISE: f"{name} cannot be told from random subsets (inside noise)",
-              NOT_ASSESSABLE: f"{name} cannot be judged against seed noise (one replicate "
-                              f"each)"}[c.verdict]
-    if c.verdict in (BETTER, WORSE) and abs(c.difference) < c.detectable:
+              NOT_ASSESSABLE: f"{name} cannot be judged against subset noise (fewer than two "
+                              f"subsets on each side)"}[word]
+    if word in (BETTER, WORSE) and abs(c.difference) < c.detectable:
         phrase += " by less than this run can reliably detect"
     return phrase
 
 
+def _family_line(headline: list[Row]) -> str:
+    sizes = {r.family_size for r in headline if r.family_size}
+    if not sizes:
+        return "No headline comparison could be assessed against subset noise."
+    n = sizes.pop()
+    return (f"This screen makes {n} comparison{'s' if n != 1 else ''} (each headline arm "
+            f"against random subsets on each task); its verdicts are Holm-adjusted over "
+            f"them, so the chance of any false *{BETTER}* or *{WORSE}* among them is at most "
+            f"5%. The intervals beside them are unadjusted.")
+
+
 def answer(rows: list[Row]) -> list[str]:
-    """The first screen: one sentence per task and the headline table."""
+    """The first screen: one sentence per task, the size of the family and the table."""
     names = arm_names(rows)
     headline = sorted((r for r in rows if r.method in HEADLINE_METHODS), key=arm_order)
     if not headline:
@@ -85,22 +102,24 @@ def answer(rows: list[Row]) -> list[str]:
     lines = []
     for task in task_order(headline):
         mine = [r for r in headline if r.task == task]
-        phrases = "; ".join(_answer_phrase(names[r.arm], r.vs_random) for r in mine)
+        phrases = "; ".join(_answer_phrase(names[r.arm], r) for r in mine)
         reachable = sorted(r.vs_random.detectable for r in mine if r.vs_random)
         finite = list(dict.fromkeys(_fmt(d) for d in reachable if math.isfinite(d)))
         reach = (f" This run could detect differences of about {' to '.join(finite)} "
                  f"{unit(mine[0].metric)} or more." if finite else
-                 " With one replicate on each side, this run cannot measure seed noise."
-                 if reachable else "")
+                 " With fewer than two subsets on each side, this run cannot measure subset "
+                 "noise." if reachable else "")
         lines += [f"- **{task_heading(rows, task)}**, `{task}`: {phrases}.{reach}"]
-    lines += ["", "| task | arm | difference to random [95% interval] | verdict | "
-              "rank among random subsets | smallest detectable difference |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", _family_line(headline), "",
+              "| task | arm | difference to random [95% interval, unadjusted] | "
+              "Holm-adjusted p | verdict (Holm) | rank among random subsets | "
+              "smallest detectable difference |", "|---|---|---|---|---|---|---|"]
     for task in task_order(headline):
         for r in (r for r in headline if r.task == task):
             c = r.vs_random
+            word = r.family_verdict or (c.verdict if c else "-")
             lines.append(f"| {task_heading([r], task)} | {names[r.arm]} "
-                         f"| {_interval(c)} | {c.verdict if c else '-'} | {_rank(c)} | "
+                         f"| {_interval(c)} | {_fmt(r.family_p, 3)} | {word} | {_rank(c)} | "
                          f"{_fmt(c.detectable) if c else '-'} |")
     return lines
 
@@ -122,7 +141,7 @@ def sentence(row: Row, name: str) -> str:
     """One arm on one task in plain words."""
     what = unit(row.metric)
     if row.method == REFERENCE_RANDOM:
-        return (f"The random subsets ({row.n} replicates) score {_fmt(row.mean)} {what} on "
+        return (f"The random subsets ({row.n} models) score {_fmt(row.mean)} {what} on "
                 f"average, with a between-seed standard deviation of {_fmt(row.sd)}; their "
                 f"range ({_fmt(min(row.values))} to {_fmt(max(row.values))}) is the grey band "
                 f"in the figure.")
@@ -136,14 +155,14 @@ def sentence(row: Row, name: str) -> str:
     why = {BETTER: f"better: {interval} lies entirely on the better side of zero",
            WORSE: f"worse: {interval} lies entirely on the worse side of zero",
            INSIDE_NOISE: f"inside noise: {interval} includes zero",
-           NOT_ASSESSABLE: f"not assessable: one replicate on each side, so {interval} "
-                           f"reflects evaluation items only"}[c.verdict]
+           NOT_ASSESSABLE: "not assessable: fewer than two subsets on each side, so "
+                           "subset noise is unknown"}[c.verdict]
     text = (f"{name} scores {_fmt(row.mean)} {what}{seeds}, {abs(c.difference):.4f} {side} "
             f"than the random subsets, {why}; it ranks {_rank(c)} next to their "
-            f"{c.n_reference} replicates.")
+            f"{c.n_reference} subsets.")
     if c.verdict in (BETTER, WORSE) and abs(c.difference) < c.detectable:
         text += (f" The difference is below the {_fmt(c.detectable)} this run can reliably "
-                 f"detect, so it rests on few seeds.")
+                 f"detect, so it rests on few subsets.")
     return text
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 REFERENCE_RANDOM = "random"
 REFERENCE_FULL = "full"
 BASE = "base"
+#: the methods the report's first screen answers for (one family of comparisons)
+HEADLINE_METHODS = ("nait", "rds")
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,12 @@ def select(cfg: DictConfig) -> Path:
         cfg=cfg, pool=read_jsonl(pool_file),
         targets={t: read_jsonl(data_dir / "targets" / t / "indomain.jsonl") for t in targets},
         data_dir=data_dir, model_dir=Path(cfg.model.dir), seed=int(cfg.seed))
+    resample = bool(cfg.select.get("indomain_resample", False))
+    if resample:
+        if not selector.targeted:
+            raise ConfigError(f"select.indomain_resample=true: {selector.name} is untargeted, "
+                              f"it has no in-domain samples to resample")
+        ctx = ctx.resampled(int(cfg.seed))   # the selection seed picks the bootstrap draw
     name = cfg.select.get("name") or default_name(cfg, selector.name, ratio, targets)
     ctx.cfg = OmegaConf.merge(cfg, {"select": {"name": name}})
     ctx.artefact_dir(name).mkdir(parents=True, exist_ok=True)
@@ -69,7 +75,8 @@ def select(cfg: DictConfig) -> Path:
     ids = [r["id"] for r in ctx.pool]
     kept = top_ratio(ids, scores, ratio)
     manifest = {"method": selector.name, "targets": targets, "ratio": ratio,
-                "seed": int(cfg.seed), "pool_file": str(pool_file),
+                "seed": int(cfg.seed), "indomain_draw": int(cfg.seed) if resample else None,
+                "pool_file": str(pool_file),
                 "pool_hash": file_hash(pool_file), "n_pool": len(ids), "cost": ctx.cost,
                 "selector": OmegaConf.to_container(cfg.selectors[method] if method
                                                    else cfg.selector, resolve=True),
