@@ -40,7 +40,7 @@ def record_stages(data: Path, odd_train: str | None = None) -> None:
 def build(data: Path, *overrides: str) -> str:
     cfg = compose(["profile=smoke", f"paths.data_dir={data}", "tracking=disabled",
                    "runs.targeted=[nait]", "runs.untargeted=[]", "runs.random_seeds=[0,1,2]",
-                   "report.n_boot=50", *overrides])
+                   *overrides])
     return build_report(cfg).read_text()
 
 
