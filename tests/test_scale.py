@@ -149,3 +149,17 @@ def test_slurm_config_composes_and_renders_its_sbatch_script(tmp_path, monkeypat
     for line in ("#SBATCH --partition=a100", "#SBATCH --time=90", "#SBATCH --gpus-per-node=1",
                  "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB"):
         assert line in script
+
+
+def test_gpu_slots_give_running_cells_different_devices(tmp_path):
+    from naitbench.scale.job import cell_env, gpu_slot
+
+    with gpu_slot(tmp_path, 2) as first, gpu_slot(tmp_path, 2) as second:
+        assert {first, second} == {"0", "1"}
+        assert cell_env({"PATH": "/bin"}, 1, second)["CUDA_VISIBLE_DEVICES"] == second
+    with gpu_slot(tmp_path, 2) as again:   # released when a cell ends
+        assert again == "0"
+    with gpu_slot(tmp_path, None) as none:
+        assert none is None
+    with pytest.raises(ValueError, match=r"scale\.gpus=0"), gpu_slot(tmp_path, 0):
+        pass
