@@ -4,6 +4,7 @@ packages a lent GPU machine lacks cannot be imported (as if not installed)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -50,13 +51,17 @@ def test_gpu_check_dry_run_without_the_pipeline_packages(tmp_path, tiny_model_di
 
 
 def test_gpu_check_stops_starting_work_at_its_deadline(tmp_path, tiny_model_dir, prepared_smoke):
+    """Also: a model directory without weights (config and tokenizer only, as carried onto a
+    GPU machine) gets random weights of that shape."""
+    config_only = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, config_only, ignore=shutil.ignore_patterns("*.safetensors"))
     out = tmp_path / "gpu_check.jsonl"
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--dry",
-                    "--model", str(tiny_model_dir), "--budget-s", "30",
+                    "--model", str(config_only), "--budget-s", "30",
                     "--pool", str(prepared_smoke / "pool" / "pool.jsonl"),
                     "--target", str(prepared_smoke / "targets" / "code" / "indomain.jsonl"),
                     "--out", str(out)], check=True, capture_output=True, cwd=tmp_path)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["row"] for r in rows if "skipped" in r] == [
         "extraction_vs_full_forward", "batched_scoring", "lora_training", "medium_slice_select"]
-    assert rows[-1]["row"] == "done"
+    assert rows[0]["weights"] == "random" and rows[-1]["row"] == "done"
