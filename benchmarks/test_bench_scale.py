@@ -1,0 +1,75 @@
+"""Two cells at once against one after the other, on this machine's cores: two train cells
+(the DVC stage's command, `python -m naitbench.train`) run concurrently with one intra-op
+thread each, against the same two run one after another with two threads each, with the
+environment naitbench.scale gives its jobs (`scale.threads`). Small models use two threads
+poorly, so splitting the cores between cells can finish the pair sooner.
+
+Each cell trains NAITBENCH_BENCH_N pool records (the first N and the next N) for one epoch
+with the embedded profile's settings on a real model (NAITBENCH_BENCH_MODEL), the smoke
+profile's on the tiny one. The ratio is stored in extra_info["speedup"] (> 1: concurrent wins).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import REPO, N, make_data_dir
+
+from naitbench.io import read_jsonl, write_jsonl
+from naitbench.scale.job import cell_env
+
+CELLS = ("bench-a", "bench-b")
+
+
+def _data_dir(source: Path, out: Path, target: str) -> Path:
+    """The first 2N pool records and two subsets of N records each."""
+    make_data_dir(source, out, 2 * N, target, 1)
+    pool = read_jsonl(out / "pool" / "pool.jsonl")
+    for k, name in enumerate(CELLS):
+        write_jsonl(out / "subsets" / f"{name}.jsonl", [{"id": r["id"]}
+                                                          for r in pool[k * N:(k + 1) * N]])
+    return out
+
+
+def _command(model: Path, data_dir: Path, subset: str) -> list[str]:
+    profile = "embedded" if os.environ.get("NAITBENCH_BENCH_MODEL") else "smoke"
+    return [sys.executable, "-m", "naitbench.train", f"profile={profile}", f"model.dir={model}",
+            f"paths.data_dir={data_dir}", "tracking=disabled", f"train.subset={subset}",
+            "train.seed=0", "train.epochs=1", "hydra.run.dir=.", "hydra.output_subdir=null",
+            "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+
+
+def _run(commands: list[list[str]], threads: int, concurrent: bool, cwd: Path) -> float:
+    env = cell_env(os.environ, threads, None)
+    began = time.perf_counter()
+    if concurrent:
+        procs = [subprocess.Popen(c, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for c in commands]
+        for proc in procs:
+            _, err = proc.communicate()
+            assert proc.returncode == 0, err[-3000:]
+    else:
+        for c in commands:
+            subprocess.run(c, cwd=cwd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - began
+
+
+def test_two_cells_at_once_vs_one_after_another(benchmark, bench_model, bench_source,
+                                                bench_target, tmp_path):
+    data = _data_dir(bench_source, tmp_path / "data", bench_target)
+    commands = [_command(bench_model, data, name) for name in CELLS]
+    cores = os.cpu_count() or 1
+    sequential = _run(commands, cores, concurrent=False, cwd=REPO)
+    # checkpoints would let the second pass resume the first's training: start afresh
+    for path in (data / "checkpoints", data / "runs"):
+        subprocess.run(["rm", "-rf", str(path)], check=True)
+    concurrent = benchmark.pedantic(_run, args=(commands, max(1, cores // 2), True, REPO),
+                                    rounds=1, iterations=1)
+    benchmark.extra_info.update({
+        "cores": cores, "records_per_cell": N, "sequential_s": sequential,
+        "concurrent_s": concurrent, "speedup": sequential / concurrent})
+    assert sequential > 0 and concurrent > 0

@@ -1,0 +1,165 @@
+"""The matrix's cells through Hydra's real launchers (naitbench.scale): a reduced smoke matrix
+(NAIT and one random subset, so 7 cells: 3 trainings, 4 scorings) prepared once up to its
+subsets, then run by a sequential `dvc repro`, by joblib with 2 workers and by submitit's
+local executor; every run must end with the same scores and DVC's bookkeeping exact."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import repo_copy, run_ok
+from omegaconf import OmegaConf
+
+pytestmark = pytest.mark.slow
+
+MATRIX = ["runs.targeted=[nait]", "runs.untargeted=[]", "runs.random_seeds=[0]"]
+CELLS = {"train_full@0", "train@nait-code-r0.1-s0-seed0", "train@random-r0.1-s0-seed0",
+         "evaluate_base", "evaluate_full@0", "evaluate@nait-code-r0.1-s0-seed0",
+         "evaluate@random-r0.1-s0-seed0"}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, data_root) -> tuple[Path, dict]:
+    """A smoke project with everything up to the subsets reproduced (cells all pending)."""
+    copy, env = repo_copy(tmp_path_factory.mktemp("scale"))
+    run_ok([sys.executable, "-m", "naitbench.config", "dump", "profile=smoke",
+            f"paths.data_root={data_root}", "tracking=disabled", *MATRIX], copy, env)
+    run_ok([sys.executable, "-m", "dvc", "repro", "prepare_raters@second",
+            "select@nait-code-0.1", "select_random@0.1-0"], copy, env)
+    return copy, env
+
+
+def _clone(prepared: tuple[Path, dict], where: Path) -> tuple[Path, dict]:
+    """A copy of the prepared project (its DVC cache included)."""
+    source, env = prepared
+    target = where / "project"
+    shutil.copytree(source, target, symlinks=True)
+    return target, {**env, "PYTHONPATH": f"{target / 'src'}:{target}"}
+
+
+def _scores(project: Path) -> dict[str, dict]:
+    return {str(p.parent.relative_to(project / "data" / "scores")): json.loads(p.read_text())
+            for p in (project / "data" / "scores").rglob("metrics.json")}
+
+
+def _stale(project: Path, env: dict) -> set[str]:
+    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project,
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return set(json.loads(out))
+
+
+def _scale(project: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "naitbench.scale", *args], cwd=project, env=env,
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def reference(prepared, tmp_path_factory) -> dict[str, dict]:
+    """Scores of a sequential `dvc repro` of the same matrix."""
+    project, env = _clone(prepared, tmp_path_factory.mktemp("sequential"))
+    out = run_ok([sys.executable, "-m", "dvc", "repro"], project, env)
+    assert all(f"Running stage '{cell}'" in out for cell in CELLS)
+    scores = _scores(project)
+    assert len(scores) == 4
+    return scores
+
+
+def test_dry_run_lists_the_pending_cells_in_rounds(prepared, tmp_path):
+    project, env = _clone(prepared, tmp_path)
+    result = _scale(project, env, "scale.dry_run=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rounds = [line.split(": ", 1)[1].split() for line in result.stdout.splitlines()
+              if line.startswith("round ")]
+    assert [set(r) for r in rounds] == [{c for c in CELLS if not c.startswith("evaluate@")
+                                        and c != "evaluate_full@0"},
+                                       {c for c in CELLS if c.startswith("evaluate@")}
+                                       | {"evaluate_full@0"}]
+    assert _stale(project, env) >= CELLS   # nothing ran
+
+
+def test_joblib_two_workers_then_dvc_repro_runs_only_the_report(prepared, reference, tmp_path):
+    project, env = _clone(prepared, tmp_path)
+    result = _scale(project, env, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    assert "finished and committed: 7 cells" in result.stdout
+    assert _scores(project) == reference
+    assert _stale(project, env) == {"report"}
+    repro = run_ok([sys.executable, "-m", "dvc", "repro"], project, env)
+    assert [line for line in repro.splitlines() if line.startswith("Running stage")] == [
+        "Running stage 'report':"]
+    rerun = _scale(project, env, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "nothing to submit" in rerun.stdout and "Launching jobs" not in rerun.stderr
+
+
+def test_submitit_local_with_a_failing_cell(prepared, reference, tmp_path):
+    """A bad value for the full-pool row only (train.full_epochs=0): train_full@0 fails and is
+    reported with its log, evaluate_full@0 (which reads it) is skipped, the others finish."""
+    project, env = _clone(prepared, tmp_path)
+    params = OmegaConf.load(project / "params.yaml")
+    params.train.full_epochs = 0
+    OmegaConf.save(params, project / "params.yaml")
+    result = _scale(project, env, "hydra/launcher=submitit_local",
+                    "hydra.launcher.timeout_min=30")
+    assert result.returncode != 0
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 1 and failed[0].startswith("FAILED train_full@0: log ")
+    log = Path(failed[0].split(": log ", 1)[1])
+    assert "train.epochs=0: must be a positive integer" in log.read_text()
+    assert "SKIPPED evaluate_full@0: it reads train_full@0" in result.stdout
+    assert "finished and committed: 5 cells" in result.stdout
+    scores = _scores(project)
+    assert "full/seed0" not in scores
+    assert scores == {k: v for k, v in reference.items() if k != "full/seed0"}
+    assert _stale(project, env) == {"train_full@0", "evaluate_full@0", "report"}
+
+
+def test_slurm_config_composes_and_renders_its_sbatch_script(tmp_path, monkeypatch):
+    """The Slurm launcher config (conf/hydra/launcher/slurm.yaml) as hydra-submitit-launcher
+    passes it to submitit, and the sbatch script submitit would submit (no cluster here)."""
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from naitbench.config import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        cfg = compose("scale", return_hydra_config=True, overrides=[
+            "hydra/launcher=slurm", "hydra.launcher.partition=a100",
+            "hydra.launcher.timeout_min=90"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.sweeper._target_.endswith("CellSweeper")
+    # submitit refuses to build a Slurm executor where `srun` is missing: a stand-in on PATH
+    (tmp_path / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm")
+    base = {"timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "tasks_per_node"}
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": launcher[k]
+                                  for k in (*base, "partition", "array_parallelism")})
+    script = executor._executor._make_submission_file_text("python -m x", "uid")
+    for line in ("#SBATCH --partition=a100", "#SBATCH --time=90", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB"):
+        assert line in script
+
+
+def test_gpu_slots_give_running_cells_different_devices(tmp_path):
+    from naitbench.scale.job import cell_env, gpu_slot
+
+    with gpu_slot(tmp_path, 2) as first, gpu_slot(tmp_path, 2) as second:
+        assert {first, second} == {"0", "1"}
+        assert cell_env({"PATH": "/bin"}, 1, second)["CUDA_VISIBLE_DEVICES"] == second
+    with gpu_slot(tmp_path, 2) as again:   # released when a cell ends
+        assert again == "0"
+    with gpu_slot(tmp_path, None) as none:
+        assert none is None
+    with pytest.raises(ValueError, match=r"scale\.gpus=0"), gpu_slot(tmp_path, 0):
+        pass
