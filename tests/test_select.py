@@ -49,7 +49,7 @@ def test_pca_directions_are_oriented_towards_the_target_mean():
     rng = np.random.default_rng(0)
     pool = rng.normal(size=(200, 1, 5))
     target = rng.normal(size=(20, 1, 5)) * 0.1 - np.array([0, 0, 3.0, 0, 0])
-    library = build_library(pool, target, [0], k=2)
+    library = build_library(pool, target, [0], k=2, centre="pool")   # the variant's
     first = library.directions[0, 0]
     assert abs(first[2]) > 0.99 and first[2] < 0        # the target sits at -3 on axis 2
     centred_mean = target[:, 0].mean(0) - pool[:, 0].mean(0)
@@ -58,18 +58,18 @@ def test_pca_directions_are_oriented_towards_the_target_mean():
     assert library.explained[0, 0] > 0.9
 
 
-def test_score_is_the_weighted_cosine_averaged_over_layers():
+def test_variant_score_is_the_weighted_cosine_summed_over_layers():
     rng = np.random.default_rng(1)
     pool, target = rng.normal(size=(30, 2, 4)), rng.normal(size=(6, 2, 4)) + 1.0
-    library = build_library(pool, target, [3, 5], k=2)
-    scores = score_pool(library, pool)
+    library = build_library(pool, target, [3, 5], k=2, centre="pool")
+    scores = score_pool(library, pool, scoring="cosine", rest="signed")
     x = pool[7, 1] - pool[:, 1].mean(0)
     by_hand = sum(w * (x @ v) / np.linalg.norm(x)
                   for w, v in zip(library.weights[1], library.directions[1], strict=True))
     x0 = pool[7, 0] - pool[:, 0].mean(0)
     by_hand0 = sum(w * (x0 @ v) / np.linalg.norm(x0)
                    for w, v in zip(library.weights[0], library.directions[0], strict=True))
-    assert scores[7] == pytest.approx((by_hand + by_hand0) / 2)
+    assert scores[7] == pytest.approx(by_hand + by_hand0)
 
 
 def test_planted_candidates_rank_first_on_synthetic_activations():
@@ -77,7 +77,8 @@ def test_planted_candidates_rank_first_on_synthetic_activations():
     pool = rng.normal(size=(300, 3, 16))
     target = rng.normal(size=(12, 3, 16)) * 0.3 + 2.0 * np.eye(16)[4]
     pool[:10] = rng.normal(size=(10, 3, 16)) * 0.3 + 2.0 * np.eye(16)[4]
-    scores = score_pool(build_library(pool, target, [0, 1, 2], k=3), pool)
+    scores = score_pool(build_library(pool, target, [0, 1, 2], k=3, centre="pool"), pool,
+                        scoring="cosine", rest="absolute")
     assert set(np.argsort(-scores)[:10]) == set(range(10))
 
 
