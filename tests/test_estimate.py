@@ -20,17 +20,17 @@ def test_estimate_matches_a_hand_computed_smoke_matrix(tmp_path):
     parts = estimate(compose(overrides))
     # pool 50 records x 100 tokens = 5,000; code in-domain 8, math 8: 1,600 target tokens
     assert parts["features (one pass)"] == pytest.approx((5000 + 1600) / 10)
-    # 11 subsets at 10% (4 targeted, 4 untargeted, 3 random) = 5,500 tokens x 1 epoch,
+    # 12 subsets at 10% (5 targeted, 4 untargeted, 3 random) = 6,000 tokens x 1 epoch,
     # plus the full pool for 1 epoch, at 10 tokens/s
-    assert parts["train (LoRA, every subset and seed)"] == pytest.approx((5500 + 5000) / 10)
-    # 11 subsets + full + base, 8 held-out code items each, eval.limit=4 of them, 1 s each
-    assert parts["evaluate (lm-eval, every model)"] == pytest.approx(13 * 4)
+    assert parts["train (LoRA, every subset and seed)"] == pytest.approx((6000 + 5000) / 10)
+    # 12 subsets + full + base, 8 held-out code items each, eval.limit=4 of them, 1 s each
+    assert parts["evaluate (lm-eval, every model)"] == pytest.approx(14 * 4)
     # kNN (pool + 800 code tokens), perplexity, IFD (2 passes), SelectIT (3 prompts x 2
     # models), LESS (2 warmup epochs over pool x 1.1 + code in-domain); NAIT, RDS+, length,
-    # random need no pass of their own
+    # random need no pass of their own (nor does NAIT's variant)
     select = (5800 + 5000 + 10000 + 30000 + 2 * (5500 + 800)) / 10
     assert parts["select (every method)"] == pytest.approx(select)
-    assert sum(parts.values()) == pytest.approx(7 + 660 + select + 1050 + 52 + 3)
+    assert sum(parts.values()) == pytest.approx(7 + 660 + select + 1100 + 56 + 3)
     assert "total" in render(parts, "smoke")
 
 
@@ -40,13 +40,13 @@ def test_estimate_counts_the_medium_matrix(tmp_path):
     overrides += [f"estimate.{k}={v}" for k, v in RATES.items()]
     cfg = compose(overrides)
     parts = estimate(cfg)
-    # 17 subsets of 30 records x 100 tokens (nait, rds, knn, less for code and math; length,
-    # perplexity, ifd, selectit; 5 random), NAIT's and RDS+'s 4 subsets once more (training
-    # seed 1), and the full pool once, 2 epochs each
+    # 19 subsets of 30 records x 100 tokens (nait, nait_variant, rds, knn, less for code and
+    # math; length, perplexity, ifd, selectit; 5 random), NAIT's and RDS+'s 4 subsets once
+    # more (training seed 1), and the full pool once, 2 epochs each
     assert parts["train (LoRA, every subset and seed)"] == pytest.approx(
-        ((17 + 4) * 3000 * 2 + 30000 * 2) / 10)
-    # 21 trained subsets + full + base = 23 models, 150 held-out GSM8K items each
-    assert parts["evaluate (lm-eval, every model)"] == pytest.approx(23 * 150)
+        ((19 + 4) * 3000 * 2 + 30000 * 2) / 10)
+    # 23 trained subsets + full + base = 25 models, 150 held-out GSM8K items each
+    assert parts["evaluate (lm-eval, every model)"] == pytest.approx(25 * 150)
     assert "profile 'medium' on one GPU" in render(parts, "medium", cfg.estimate.machine)
 
 

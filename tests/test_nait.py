@@ -69,7 +69,7 @@ def _drift_case(seed: int = 0, n_pool: int = 300, n_target: int = 40):
     return pool, target, u
 
 
-def _direct_published(pool: dict, target: dict) -> tuple[np.ndarray, np.ndarray]:
+def direct_published(pool: dict, target: dict) -> tuple[np.ndarray, np.ndarray]:
     """Algorithm 1 step by step, written independently of naitbench.nait: drifts, the first
     principal component (eigenvector of the covariance), the sign rule, the summed dot."""
     drift_t = target["residual.last"].astype(np.float32).astype(np.float64) \
@@ -93,7 +93,7 @@ def test_published_recipe_is_algorithm_one(tmp_path):
     pool, target, u = _drift_case()
     ctx = _context(tmp_path, pool, target)
     scores = NAITSelector().score(ctx)                   # the defaults are the published recipe
-    directions, expected = _direct_published(pool, target)
+    directions, expected = direct_published(pool, target)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-4)
     # the planted directions are found and oriented towards the target's mean drift
     for layer, sign in enumerate([1, -1, 1]):

@@ -188,9 +188,32 @@ def test_nait_subset_is_deterministic_and_a_layer_sweep_needs_no_forward_pass(
 
 def test_planted_pool_records_rank_first_with_the_real_model(data_dir, tiny_model_dir,
                                                              data_root):
+    # the variant scores similarity to the target's features: copies of its samples win
     _plant_code_copies(data_dir, 5)
-    subset = select(_cfg(data_dir, tiny_model_dir, data_root, "ratio=0.1"))
+    subset = select(_cfg(data_dir, tiny_model_dir, data_root, "selector=nait_variant",
+                         "ratio=0.1"))
     assert {r["id"] for r in read_jsonl(subset)} >= {f"planted{i}" for i in range(5)}
+
+
+def test_the_cli_selects_with_the_published_equations(data_dir, tiny_model_dir, data_root):
+    from test_nait import direct_published
+
+    from naitbench.features import FeatureStore
+
+    cfg = _cfg(data_dir, tiny_model_dir, data_root)
+    subset = select(cfg)
+    stores = {name: FeatureStore(next((data_dir / "features").glob(f"{name}-*")))
+              for name in ("pool", "code")}
+    features = {name: {spec: store.load(spec) for spec in ("residual.first", "residual.last")}
+                for name, store in stores.items()}
+    _, expected = direct_published(features["pool"], features["code"])
+    scores = [r["score"] for r in read_jsonl(subset.with_suffix(".scores.jsonl"))]
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    manifest = json.loads(subset.with_suffix(".manifest.json").read_text())
+    assert manifest["method"] == "nait" and manifest["selector"]["site"] == "residual"
+    stability = manifest["stability"]
+    assert stability["draws"] == 20 and 0 <= stability["min_jaccard"] <= stability[
+        "mean_jaccard"] <= 1
 
 
 def test_multi_target_and_random_subsets(data_dir, tiny_model_dir, data_root):
