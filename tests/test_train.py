@@ -40,9 +40,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def train_cfg(**overrides) -> dict:
-    """The smoke profile's training config with a few test-sized settings."""
+    """The smoke profile's training config with a few test-sized settings, in fp32 unless
+    `precision` says otherwise (`auto` would differ between CPUs with and without native bf16;
+    the precision-sensitive tests run in both, forced)."""
     cfg = OmegaConf.to_container(compose(["profile=smoke"]).train)
-    cfg.update(overrides)
+    cfg.update({"precision": "fp32", **overrides})
     return cfg
 
 
@@ -174,8 +176,9 @@ def test_training_lowers_loss_on_its_samples(tiny_model_dir, tokenizer, examples
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_same_seed_same_weights(tiny_model_dir, examples, tmp_path):
-    cfg = train_cfg(max_steps=2, batch_size=2)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_seed_same_weights(tiny_model_dir, examples, tmp_path, precision):
+    cfg = train_cfg(max_steps=2, batch_size=2, precision=precision)
     runs = [train(cfg, tiny_model_dir, examples, tmp_path / name, seed=seed)
             for name, seed in (("a", 0), ("b", 0), ("c", 1))]
     weights = [load_file(tmp_path / n / MODEL_SUBDIR / "adapter_model.safetensors")
@@ -185,16 +188,33 @@ def test_same_seed_same_weights(tiny_model_dir, examples, tmp_path):
     assert any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
 
 
+def test_one_process_trains_in_fp32_then_bf16_then_fp32(tiny_model_dir, examples, tmp_path):
+    """accelerate's process-wide state must not pin the first call's precision: each call
+    runs in its own (bf16 is forced, so this runs on every CPU; emulated where not native)."""
+    runs = {}
+    for name, precision in (("a", "fp32"), ("b", "bf16"), ("c", "fp32")):
+        runs[name] = train(train_cfg(max_steps=2, batch_size=2, precision=precision),
+                           tiny_model_dir, examples, tmp_path / name, seed=0)
+    assert [runs[n]["precision"] for n in "abc"] == ["no", "bf16", "no"]
+    assert runs["a"]["loss_curve"] == runs["c"]["loss_curve"]       # fp32 again, bit for bit
+    assert runs["b"]["loss_curve"] != runs["a"]["loss_curve"]       # bf16 really ran
+    for step_a, step_b in zip(runs["a"]["loss_curve"], runs["b"]["loss_curve"], strict=True):
+        assert step_b["loss"] == pytest.approx(step_a["loss"], rel=2e-2)
+
+
 class Interrupted(Exception):
     pass
 
 
-def test_resume_after_interruption_equals_uninterrupted(tiny_model_dir, examples, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_after_interruption_equals_uninterrupted(tiny_model_dir, examples, tmp_path,
+                                                        precision):
     # 8 examples, batches of 2, no accumulation: 4 steps per epoch, 2 epochs. Checkpoints at
     # step 3 (mid-epoch) and 4 (epoch end); the interruption comes at step 4 before its
     # checkpoint, so the resumed run restarts mid-epoch from step 3. LoRA dropout is on, so
     # the RNG state must be restored too.
-    cfg = train_cfg(epochs=2, batch_size=2, grad_accum=1, checkpoint_every=3, lr=5e-3)
+    cfg = train_cfg(epochs=2, batch_size=2, grad_accum=1, checkpoint_every=3, lr=5e-3,
+                    precision=precision)
     whole = train(cfg, tiny_model_dir, examples, tmp_path / "whole", seed=0,
                   save_every_epoch=True)
 
@@ -288,8 +308,8 @@ def test_two_processes_match_one_with_accumulation(tiny_model_dir, examples, pre
     write_jsonl(tmp_path / "subsets" / "eight.jsonl", [{"id": e["id"]} for e in examples])
     args = ["profile=smoke", f"model.dir={tiny_model_dir}", f"paths.data_dir={tmp_path}",
             "train.subset=eight", "train.batch_size=2", "train.lora.dropout=0.0",
-            "train.epochs=2", f"hydra.run.dir={tmp_path}/hydra", "hydra.output_subdir=null",
-            "tracking=disabled"]
+            "train.epochs=2", "train.precision=fp32", f"hydra.run.dir={tmp_path}/hydra",
+            "hydra.output_subdir=null", "tracking=disabled"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
     subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from naitbench.io import content_hash, write_json
 from naitbench.models.precision import resolve_autocast
+from naitbench.train.accelerator import fresh_accelerator
 from naitbench.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -170,7 +171,6 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
     optimizer steps and one at each epoch's last step, its loss the mean step loss since the
     previous entry.
     """
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
@@ -185,7 +185,7 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
     if cfg.get("deterministic", True) and torch.cuda.is_available():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-    accelerator = Accelerator(mixed_precision=precision)
+    accelerator = fresh_accelerator(precision)
     world = accelerator.num_processes
 
     tokenizer = load_tokenizer(model_dir)
