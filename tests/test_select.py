@@ -323,3 +323,31 @@ def test_rds_shares_nait_extraction_and_ranks_planted_candidates(data_dir, tiny_
         assert len(kept) == 5 and len(set(kept)) == 5
     for subset in subsets:   # both aggregations put the planted copies first
         assert {r["id"] for r in read_jsonl(subset)[:4]} == {f"planted{i}" for i in range(4)}
+
+
+def test_ablation_runs_from_stored_features_with_single_changes(data_dir, tiny_model_dir,
+                                                                data_root, tmp_path):
+    from naitbench.select.analysis import ablation_rows, main
+
+    cfg = _cfg(data_dir, tiny_model_dir, data_root)
+    labels = [label for label, _ in ablation_rows(cfg.selectors.nait, cfg.selectors.nait_variant,
+                                                  [["k", "rest"]])]
+    assert labels[0] == "nait" and labels[-1] == "nait_variant" and "site: mlp" in labels
+    assert "k: 4 + rest: absolute" in labels and not any(x.startswith("name") for x in labels)
+    with pytest.raises(ValueError, match="do not differ"):
+        ablation_rows(cfg.selectors.nait, cfg.selectors.nait_variant, [["ratio"]])
+    select(cfg)                                            # extraction happens here
+    forward = FORWARD_PASSES["batches"]
+    main(["ablation", *smoke_overrides(data_dir, tiny_model_dir, data_root), "--draws", "3",
+          "--out", str(tmp_path / "ablation.json")])
+    assert FORWARD_PASSES["batches"] == forward            # every row read the stored features
+    result = json.loads((tmp_path / "ablation.json").read_text())
+    rows = {r["row"]: r for r in result["rows"]}
+    assert rows["nait"]["jaccard_to_base"] == 1.0 and result["category"] == "code"
+    # at k = 1 the scoring of directions 2..k cannot matter: the same subset
+    assert rows["rest: absolute"]["jaccard_to_base"] == 1.0
+    assert rows["rest: absolute"]["stability"] == {
+        **rows["nait"]["stability"], "wall_s": rows["rest: absolute"]["stability"]["wall_s"]}
+    assert all(0 <= r["category_share"] <= 1 and r["stability"]["draws"] == 3
+               for r in result["rows"])
+    assert not (data_dir / "libraries" / "None").exists()  # the ablation writes no library
