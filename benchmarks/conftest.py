@@ -21,7 +21,9 @@ data_root, tiny_model_dir = _fixtures.data_root, _fixtures.tiny_model_dir
 smoke_cfg, prepared_smoke = _fixtures.smoke_cfg, _fixtures.prepared_smoke
 
 N = int(os.environ.get("NAITBENCH_BENCH_N", "12"))
-SPECS = ["mlp.mean", "final.weighted"]   # the features stage's default specs
+SPECS = ["residual.first", "residual.last", "residual.sample_mean", "residual.response_first",
+         "residual.mean", "mlp.first", "mlp.last", "mlp.mean",
+         "final.weighted"]   # the features stage's default specs (conf/config.yaml)
 MAX_LENGTH, BATCH = 512, 8               # the features stage's defaults
 
 

@@ -65,8 +65,9 @@ def test_layer_sweep_vs_extraction(benchmark, bench_model, bench_source, bench_t
             pool_store, target_store = (FeatureStore(s.path) for s in stores)
             chosen = resolve_layers(layers, pool_store.n_layers(spec))
             pool = pool_store.load(spec, chosen)
-            library = build_library(pool, target_store.load(spec, chosen), chosen, k=4)
-            score_pool(library, pool)
+            library = build_library(pool, target_store.load(spec, chosen), chosen, k=4,
+                                    centre="pool")           # the suite variant's recipe
+            score_pool(library, pool, "cosine", "absolute")
 
     benchmark.pedantic(sweep, rounds=3, iterations=1)
     per_config = benchmark.stats.stats.min / len(configs)

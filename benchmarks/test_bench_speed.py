@@ -32,13 +32,13 @@ from conftest import (
 from omegaconf import OmegaConf
 
 from naitbench.config import compose
-from naitbench.features import Spec, ensure_features, parse_specs
+from naitbench.features import ensure_features, parse_specs
 from naitbench.features.capture import capture_batch
 from naitbench.io import read_jsonl
 from naitbench.models.load import load_model, load_tokenizer
 from naitbench.models.precision import autocast, cpu_has_native_bf16, resolve_autocast
 from naitbench.nait.library import build_library, score_pool
-from naitbench.nait.selector import resolve_layers
+from naitbench.nait.selector import activation_features, feature_specs, resolve_layers
 from naitbench.train.data import IGNORE_INDEX, encode_all, epoch_batches
 from naitbench.train.loop import (
     ResponseLoss,
@@ -182,14 +182,17 @@ def test_extraction_vs_full_forward(benchmark, bench_model, bench_source, device
     assert ratio > 0
 
 
+NAIT = OmegaConf.load(REPO / "conf" / "selector" / "nait.yaml")
+NAIT_SPECS = feature_specs(NAIT.site, NAIT.feature, NAIT.span)
+
+
 def _nait_scores(store_pool, store_target) -> np.ndarray:
     """NAIT's default scoring (conf/selector/nait.yaml) from two feature stores."""
-    nait = OmegaConf.load(REPO / "conf" / "selector" / "nait.yaml")
-    spec = Spec(nait.site, nait.pooling)
-    layers = resolve_layers(list(nait.layers), store_pool.n_layers(spec))
-    pool = store_pool.load(spec, layers)
-    library = build_library(pool, store_target.load(spec, layers), layers, nait.k)
-    return score_pool(library, pool, nait.centre)
+    layers = resolve_layers(NAIT.layers, store_pool.n_layers(NAIT_SPECS[0]))
+    pool = activation_features(lambda s: store_pool.load(s, layers), NAIT_SPECS)
+    target = activation_features(lambda s: store_target.load(s, layers), NAIT_SPECS)
+    library = build_library(pool, target, layers, NAIT.k, NAIT.centre)
+    return score_pool(library, pool, NAIT.scoring, NAIT.rest)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -202,7 +205,8 @@ def test_bf16_nait_top10_vs_fp32(benchmark, bench_model, bench_source, bench_tar
     files = [data / "pool" / "pool.jsonl", data / "targets" / bench_target / "indomain.jsonl"]
 
     def extract(precision: str) -> np.ndarray:
-        stores = [ensure_features(f, bench_model, ["mlp.mean"], root=tmp_path / precision,
+        stores = [ensure_features(f, bench_model, [s.name for s in NAIT_SPECS],
+                                  root=tmp_path / precision,
                                   max_length=MAX_LENGTH, batch_size=BATCH, device=device,
                                   precision=precision)[0] for f in files]
         return _nait_scores(*stores)

@@ -47,22 +47,22 @@ def test_estimate_matches_a_hand_computed_smoke_matrix(tmp_path):
     # pool 50 records, their lengths scaled to a mean of 100 tokens = 5,000; code in-domain 8,
     # math 8: 1,600 target tokens
     assert parts["features (one pass)"] == pytest.approx((5000 + 1600) / 10)
-    # 11 subsets at 10%: 10 of them (4 targeted, perplexity, IFD, SelectIT, 3 random) 5 mean
+    # 12 subsets at 10%: 11 of them (5 targeted, perplexity, IFD, SelectIT, 3 random) 5 mean
     # records = 500 tokens, the length arm its 5 longest responses; plus the full pool, 1 epoch
     # each at 10 tokens/s
     length = longest_responses(cfg, 5)
     assert length > 2 * 500   # the length arm trains long records
     assert parts["train (LoRA, every subset and seed)"] == pytest.approx(
-        (10 * 500 + length + 5000) / 10)
-    # 11 subsets + full + base, 8 held-out code items each, eval.limit=4 of them, 1 s each
-    assert parts["evaluate (lm-eval, every model)"] == pytest.approx(13 * 4)
+        (11 * 500 + length + 5000) / 10)
+    # 12 subsets + full + base, 8 held-out code items each, eval.limit=4 of them, 1 s each
+    assert parts["evaluate (lm-eval, every model)"] == pytest.approx(14 * 4)
     # kNN (pool + 800 code tokens), perplexity, IFD (2 passes), SelectIT (3 prompts x 2
     # models), LESS (2 warmup epochs over pool x 1.1 + code in-domain); NAIT, RDS+, length,
-    # random need no pass of their own
+    # random need no pass of their own (nor does NAIT's variant)
     select = (5800 + 5000 + 10000 + 30000 + 2 * (5500 + 800)) / 10
     assert parts["select (every method)"] == pytest.approx(select)
-    train = (10 * 500 + length + 5000) / 10
-    assert sum(parts.values()) == pytest.approx(7 + 660 + select + train + 52 + 3)
+    train = (11 * 500 + length + 5000) / 10
+    assert sum(parts.values()) == pytest.approx(7 + 660 + select + train + 56 + 3)
     assert "total" in render(parts, "smoke")
 
 
@@ -87,14 +87,14 @@ def test_estimate_counts_the_medium_matrix(tmp_path):
     overrides += [f"estimate.{k}={v}" for k, v in RATES.items()]
     cfg = compose(overrides)
     parts = estimate(cfg)
-    # 17 subsets of 30 records (nait, rds, knn, less for code and math; length, perplexity,
-    # ifd, selectit; 5 random), NAIT's and RDS+'s 4 subsets once more (training seed 1), and
-    # the full pool once, 2 epochs each: 30 mean records are 3,000 tokens, the length arm's
-    # 30 longest responses more
+    # 19 subsets of 30 records (nait, nait_variant, rds, knn, less for code and math; length,
+    # perplexity, ifd, selectit; 5 random), NAIT's and RDS+'s 4 subsets once more (training
+    # seed 1), and the full pool once, 2 epochs each: 30 mean records are 3,000 tokens, the
+    # length arm's 30 longest responses more
     assert parts["train (LoRA, every subset and seed)"] == pytest.approx(
-        ((16 + 4) * 3000 * 2 + longest_responses(cfg, 30) * 2 + 30000 * 2) / 10)
-    # 21 trained subsets + full + base = 23 models, 150 held-out GSM8K items each
-    assert parts["evaluate (lm-eval, every model)"] == pytest.approx(23 * 150)
+        ((18 + 4) * 3000 * 2 + longest_responses(cfg, 30) * 2 + 30000 * 2) / 10)
+    # 23 trained subsets + full + base = 25 models, 150 held-out GSM8K items each
+    assert parts["evaluate (lm-eval, every model)"] == pytest.approx(25 * 150)
 
 
 def test_a_gpu_uses_its_own_rates_or_says_it_has_none(tmp_path):

@@ -59,6 +59,28 @@ def test_hooks_record_the_right_tensors(model_and_tokenizer, batch):
     assert got["mlp.mean"].shape == (4, 4, 128) and got["final.weighted"].shape == (4, 1, 64)
 
 
+def test_drift_poolings_record_the_first_and_last_positions(model_and_tokenizer, batch):
+    model, _ = model_and_tokenizer
+    encoded, (ids, real, response) = batch
+    names = ["residual.first", "residual.last", "residual.response_first",
+             "residual.sample_mean", "mlp.first"]
+    got = capture_batch(model, ids, real, response, parse_specs(names))
+    with torch.no_grad():
+        hidden = model(input_ids=ids, attention_mask=real, output_hidden_states=True).hidden_states
+    for row, sample in enumerate(encoded):
+        n = len(sample["input_ids"])
+        resp = [t for t in range(n) if sample["labels"][t] != -100]
+        assert resp[-1] == n - 1              # the sample's last token is a response token
+        for layer in range(3):
+            block = hidden[layer + 1][row]
+            for name, expected in (("residual.first", block[0]),
+                                   ("residual.last", block[n - 1]),
+                                   ("residual.response_first", block[resp[0]]),
+                                   ("residual.sample_mean", block[:n].mean(0))):
+                assert torch.allclose(got[name][row, layer], expected, atol=1e-5), name
+    assert got["mlp.first"].shape == (4, 4, 128)
+
+
 def test_interrupted_extraction_resumes_to_identical_features(tmp_path, prepared_smoke,
                                                               tiny_model_dir):
     pool = prepared_smoke / "pool" / "pool.jsonl"

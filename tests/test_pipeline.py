@@ -24,7 +24,7 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
         assert f"Running stage '{stage}'" in first
     data = copy / "data"
     rows = json.loads((data / "report" / "comparison.json").read_text())["rows"]
-    targeted = {f"{m}/code/0.1" for m in ("nait", "rds", "knn", "less")}
+    targeted = {f"{m}/code/0.1" for m in ("nait", "nait_variant", "rds", "knn", "less")}
     untargeted = {f"{m}/0.1" for m in ("length", "perplexity", "ifd", "selectit")}
     assert {r["arm"] for r in rows} == {"base", "full", "random/0.1"} | targeted | untargeted
     for row in rows:

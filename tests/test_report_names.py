@@ -37,7 +37,7 @@ def test_role_is_target_when_the_arm_was_selected_for_the_scored_capability():
 def test_arm_names_add_the_ratio_only_when_the_run_has_several():
     one = [_row("nait", "t", "code"), _row("random", "t"), _row("base", "t", ratio=None),
            _row("full", "t", ratio=None), _row("mine", "t")]
-    assert list(arm_names(one).values()) == ["NAIT (code)", "random subsets",
+    assert list(arm_names(one).values()) == ["NAIT (published recipe, code)", "random subsets",
                                              "base model (no tuning)", "full data", "mine"]
     two = [_row("rds", "t", "code", 0.05), _row("rds", "t", "code", 0.2)]
     assert list(arm_names(two).values()) == ["RDS+ (code, 5%)", "RDS+ (code, 20%)"]

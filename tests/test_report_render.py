@@ -73,20 +73,21 @@ def test_markdown_and_html_carry_the_numbers(runs, tmp_path):
     heading = "HumanEval solutions, bits per byte (target)"
     diff = f"{0.639 - np.mean(RANDOM):+.4f} ["
     assert f"## {heading}: `{TASK}`" in text
-    assert f"| {heading} | NAIT (code) | {diff}" in text           # the answer's table
-    assert f"| NAIT (code) | 0.6390 | - | {diff}" in text and "| 1 of 6 | better |" in text
+    nait = "NAIT (published recipe, code)"
+    assert f"| {heading} | {nait} | {diff}" in text           # the answer's table
+    assert f"| {nait} | 0.6390 | - | {diff}" in text and "| 1 of 6 | better |" in text
     assert "| base model (no tuning) | `base` | 1 | 0.7230 |" in text
     assert "figures/main.png" in text
     assert "| nait | code | 12.5 | 1,000 | 0 | shares the extraction pass |" in text
     page = html_page("Report", text, [figure], tmp_path)
-    assert page.count("data:image/png;base64,") == 1 and "<td>NAIT (code)</td>" in page
+    assert page.count("data:image/png;base64,") == 1 and f"<td>{nait}</td>" in page
     assert f"<code>{TASK}</code>" in page and "<strong>Verdict</strong>" in page
 
 
 def test_the_answer_says_when_no_headline_method_ran(runs, tmp_path):
     rows = comparison_rows([r for r in runs if r.method != "nait"])
     text = markdown("Report", {}, rows, None, [], {}, tmp_path)
-    assert "No NAIT or RDS+ arm in this run" in _first_screen(text)
+    assert "No NAIT (published recipe) or RDS+ arm in this run" in _first_screen(text)
 
 
 def _first_screen(text: str) -> str:
@@ -137,7 +138,7 @@ def test_report_leads_with_the_answer_for_target_and_transfer(report):
     assert "figures/main.png" in first and text.count("**Verdict**") == 1
     page = (report / "report.html").read_text()
     answer = page[:page.index("<h2>", page.index("<h2>Answer</h2>") + 1)]
-    assert "<td>NAIT (code)</td>" in answer and "<td>RDS+ (code)</td>" in answer
+    assert "<td>NAIT (published recipe, code)</td>" in answer and "<td>RDS+ (code)</td>" in answer
     assert "data:image/png;base64," in answer
 
 
@@ -162,4 +163,19 @@ def test_each_task_section_is_table_then_sentences_then_details(report):
         sentences = [m.start() for m in re.finditer(r"^- .+ scores? ", section, re.M)]
         assert len(sentences) == 5                       # NAIT, RDS+, random, full, base
         assert table < min(sentences) and max(sentences) < section.index("### Details")
-        assert "| NAIT (code) | `nait/code/0.1` | 2 |" in section
+        assert "| NAIT (published recipe, code) | `nait/code/0.1` | 2 |" in section
+
+
+def test_the_stability_section_lists_each_resampled_selector(tmp_path):
+    stable = {"draws": 20, "ratio": 0.1, "mean_jaccard": 0.8125, "sd_jaccard": 0.05,
+              "min_jaccard": 0.7}
+    costs = [{"method": "nait_variant", "target": "code", "wall_s": 1.0, "forward_tokens": 0,
+              "backward_tokens": 0, "stability": stable},
+             {"method": "length", "target": "", "wall_s": 1.0, "forward_tokens": 0,
+              "backward_tokens": 0, "stability": None}]
+    text = markdown("Report", {}, [], None, costs, {}, tmp_path)
+    section = text.split("## Selection stability", 1)[1]
+    assert "| NAIT (suite variant) | code | 0.1 | 20 | 0.812 | 0.050 | 0.700 |" in section
+    assert "length" not in section
+    assert "## Selection stability" not in markdown("Report", {}, [], None, costs[1:], {},
+                                                    tmp_path)

@@ -49,7 +49,7 @@ def test_pca_directions_are_oriented_towards_the_target_mean():
     rng = np.random.default_rng(0)
     pool = rng.normal(size=(200, 1, 5))
     target = rng.normal(size=(20, 1, 5)) * 0.1 - np.array([0, 0, 3.0, 0, 0])
-    library = build_library(pool, target, [0], k=2)
+    library = build_library(pool, target, [0], k=2, centre="pool")   # the variant's
     first = library.directions[0, 0]
     assert abs(first[2]) > 0.99 and first[2] < 0        # the target sits at -3 on axis 2
     centred_mean = target[:, 0].mean(0) - pool[:, 0].mean(0)
@@ -58,18 +58,18 @@ def test_pca_directions_are_oriented_towards_the_target_mean():
     assert library.explained[0, 0] > 0.9
 
 
-def test_score_is_the_weighted_cosine_averaged_over_layers():
+def test_variant_score_is_the_weighted_cosine_summed_over_layers():
     rng = np.random.default_rng(1)
     pool, target = rng.normal(size=(30, 2, 4)), rng.normal(size=(6, 2, 4)) + 1.0
-    library = build_library(pool, target, [3, 5], k=2)
-    scores = score_pool(library, pool)
+    library = build_library(pool, target, [3, 5], k=2, centre="pool")
+    scores = score_pool(library, pool, scoring="cosine", rest="signed")
     x = pool[7, 1] - pool[:, 1].mean(0)
     by_hand = sum(w * (x @ v) / np.linalg.norm(x)
                   for w, v in zip(library.weights[1], library.directions[1], strict=True))
     x0 = pool[7, 0] - pool[:, 0].mean(0)
     by_hand0 = sum(w * (x0 @ v) / np.linalg.norm(x0)
                    for w, v in zip(library.weights[0], library.directions[0], strict=True))
-    assert scores[7] == pytest.approx((by_hand + by_hand0) / 2)
+    assert scores[7] == pytest.approx(by_hand + by_hand0)
 
 
 def test_planted_candidates_rank_first_on_synthetic_activations():
@@ -77,7 +77,8 @@ def test_planted_candidates_rank_first_on_synthetic_activations():
     pool = rng.normal(size=(300, 3, 16))
     target = rng.normal(size=(12, 3, 16)) * 0.3 + 2.0 * np.eye(16)[4]
     pool[:10] = rng.normal(size=(10, 3, 16)) * 0.3 + 2.0 * np.eye(16)[4]
-    scores = score_pool(build_library(pool, target, [0, 1, 2], k=3), pool)
+    scores = score_pool(build_library(pool, target, [0, 1, 2], k=3, centre="pool"), pool,
+                        scoring="cosine", rest="absolute")
     assert set(np.argsort(-scores)[:10]) == set(range(10))
 
 
@@ -187,9 +188,32 @@ def test_nait_subset_is_deterministic_and_a_layer_sweep_needs_no_forward_pass(
 
 def test_planted_pool_records_rank_first_with_the_real_model(data_dir, tiny_model_dir,
                                                              data_root):
+    # the variant scores similarity to the target's features: copies of its samples win
     _plant_code_copies(data_dir, 5)
-    subset = select(_cfg(data_dir, tiny_model_dir, data_root, "ratio=0.1"))
+    subset = select(_cfg(data_dir, tiny_model_dir, data_root, "selector=nait_variant",
+                         "ratio=0.1"))
     assert {r["id"] for r in read_jsonl(subset)} >= {f"planted{i}" for i in range(5)}
+
+
+def test_the_cli_selects_with_the_published_equations(data_dir, tiny_model_dir, data_root):
+    from test_nait import direct_published
+
+    from naitbench.features import FeatureStore
+
+    cfg = _cfg(data_dir, tiny_model_dir, data_root)
+    subset = select(cfg)
+    stores = {name: FeatureStore(next((data_dir / "features").glob(f"{name}-*")))
+              for name in ("pool", "code")}
+    features = {name: {spec: store.load(spec) for spec in ("residual.first", "residual.last")}
+                for name, store in stores.items()}
+    _, expected = direct_published(features["pool"], features["code"])
+    scores = [r["score"] for r in read_jsonl(subset.with_suffix(".scores.jsonl"))]
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    manifest = json.loads(subset.with_suffix(".manifest.json").read_text())
+    assert manifest["method"] == "nait" and manifest["selector"]["site"] == "residual"
+    stability = manifest["stability"]
+    assert stability["draws"] == 20 and 0 <= stability["min_jaccard"] <= stability[
+        "mean_jaccard"] <= 1
 
 
 def test_multi_target_and_random_subsets(data_dir, tiny_model_dir, data_root):
@@ -318,3 +342,31 @@ def test_rds_shares_nait_extraction_and_ranks_planted_candidates(data_dir, tiny_
         assert len(kept) == 5 and len(set(kept)) == 5
     for subset in subsets:   # both aggregations put the planted copies first
         assert {r["id"] for r in read_jsonl(subset)[:4]} == {f"planted{i}" for i in range(4)}
+
+
+def test_ablation_runs_from_stored_features_with_single_changes(data_dir, tiny_model_dir,
+                                                                data_root, tmp_path):
+    from naitbench.select.analysis import ablation_rows, main
+
+    cfg = _cfg(data_dir, tiny_model_dir, data_root)
+    labels = [label for label, _ in ablation_rows(cfg.selectors.nait, cfg.selectors.nait_variant,
+                                                  [["k", "rest"]])]
+    assert labels[0] == "nait" and labels[-1] == "nait_variant" and "site: mlp" in labels
+    assert "k: 4 + rest: absolute" in labels and not any(x.startswith("name") for x in labels)
+    with pytest.raises(ValueError, match="do not differ"):
+        ablation_rows(cfg.selectors.nait, cfg.selectors.nait_variant, [["ratio"]])
+    select(cfg)                                            # extraction happens here
+    forward = FORWARD_PASSES["batches"]
+    main(["ablation", *smoke_overrides(data_dir, tiny_model_dir, data_root), "--draws", "3",
+          "--out", str(tmp_path / "ablation.json")])
+    assert FORWARD_PASSES["batches"] == forward            # every row read the stored features
+    result = json.loads((tmp_path / "ablation.json").read_text())
+    rows = {r["row"]: r for r in result["rows"]}
+    assert rows["nait"]["jaccard_to_base"] == 1.0 and result["category"] == "code"
+    # at k = 1 the scoring of directions 2..k cannot matter: the same subset
+    assert rows["rest: absolute"]["jaccard_to_base"] == 1.0
+    assert rows["rest: absolute"]["stability"] == {
+        **rows["nait"]["stability"], "wall_s": rows["rest: absolute"]["stability"]["wall_s"]}
+    assert all(0 <= r["category_share"] <= 1 and r["stability"]["draws"] == 3
+               for r in result["rows"])
+    assert not (data_dir / "libraries" / "None").exists()  # the ablation writes no library

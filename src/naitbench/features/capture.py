@@ -2,9 +2,14 @@
 
 Sites: `mlp` = the input of each block's `down_proj` (the MLP neurons), `residual` = each
 block's output hidden state, `final` = the hidden state after the final norm (one "layer").
-Poolings: `mean` / `last` over the response tokens, `weighted` = mean over every real token
-with weights proportional to the position 1..n (RDS+). Padding never enters a pool, so a
-sample's features do not depend on its batch. Only the transformer body runs (no LM head).
+Poolings (the formatted sample is prompt + response + eos, so its last token is also the last
+response token):
+- over the response tokens: `mean`, `response_first` (the first response token);
+- over the whole sample: `first` (its first token), `last` (its last token), `sample_mean`
+  (every real token), `weighted` (mean with weights proportional to the position 1..n, RDS+).
+`first` and `last` give NAIT's activation drift A(t_K) - A(t_1) without storing the drift, so
+either recipe (docs/nait.md) reads the same pass. Padding never enters a pool, so a sample's
+features do not depend on its batch. Only the transformer body runs (no LM head).
 
 A pool is one batched matmul per layer and pooling, weights [B, 1, T] x activations [B, T, D],
 in the activations' dtype: under bf16 autocast no fp32 copy of any layer's activations is made
@@ -22,7 +27,7 @@ from typing import Any
 import torch
 
 SITES = ("mlp", "residual", "final")
-POOLINGS = ("mean", "last", "weighted")
+POOLINGS = ("mean", "last", "weighted", "first", "response_first", "sample_mean")
 FORWARD_PASSES: Counter = Counter()   # "batches" and "tokens" run through a model body
 
 
@@ -56,11 +61,15 @@ def parse_specs(names: Sequence[str]) -> list[Spec]:
 def pool(hidden: torch.Tensor, response: torch.Tensor, real: torch.Tensor,
          pooling: str) -> torch.Tensor:
     """Pool [B, T, D] activations to fp32 [B, D] over the masked tokens."""
-    if pooling == "last":
-        last = (response * torch.arange(response.shape[1], device=response.device)).argmax(1)
-        return hidden[torch.arange(hidden.shape[0]), last].float()
-    if pooling == "mean":
-        weights = response.to(hidden.dtype)
+    if pooling in ("last", "first", "response_first"):
+        if pooling == "last":
+            position = (response * torch.arange(response.shape[1], device=response.device)
+                        ).argmax(1)
+        else:   # argmax returns the first maximal position: the first real / response token
+            position = (real if pooling == "first" else response).argmax(1)
+        return hidden[torch.arange(hidden.shape[0]), position].float()
+    if pooling in ("mean", "sample_mean"):
+        weights = (response if pooling == "mean" else real).to(hidden.dtype)
     else:
         weights = (real * torch.cumsum(real, dim=1)).to(hidden.dtype)
     total = weights.float().sum(1, keepdim=True).clamp_min(1e-12)

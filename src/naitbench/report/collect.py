@@ -106,7 +106,8 @@ def selection_costs(data_dir: str | Path, subsets: Sequence[str] | None = None) 
                      "subset": manifest["name"], "wall_s": cost["wall_s"],
                      "forward_tokens": cost["forward_tokens"],
                      "backward_tokens": cost["backward_tokens"],
-                     "note": f"+ shared extraction ({len(stores)} stores)" if stores else ""})
+                     "note": f"+ shared extraction ({len(stores)} stores)" if stores else "",
+                     "stability": manifest.get("stability")})
         for store in stores:
             entry = shared.setdefault(store, {**cost["shared"][store], "users": set()})
             entry["users"].add(manifest["method"])

@@ -24,7 +24,8 @@ TASK_TITLES = {"nb_humaneval_bpb": "HumanEval solutions, bits per byte",
                "nb_tydiqa_f1": "TyDi QA, F1"}
 
 #: selection methods and references, in the order the report lists them
-METHOD_TITLES = {"nait": "NAIT", "rds": "RDS+", "less": "LESS", "knn": "embedding kNN",
+METHOD_TITLES = {"nait": "NAIT (published recipe)", "nait_variant": "NAIT (suite variant)",
+                 "rds": "RDS+", "less": "LESS", "knn": "embedding kNN",
                  "selectit": "SelectIT", "ifd": "IFD", "perplexity": "perplexity",
                  "length": "length", REFERENCE_RANDOM: "random subsets",
                  REFERENCE_FULL: "full data", BASE: "base model (no tuning)"}
@@ -88,8 +89,8 @@ def arm_order(row: Row) -> tuple:
 
 
 def arm_names(rows: Iterable[Row]) -> dict[tuple, str]:
-    """Readable name of every arm, e.g. "NAIT (code)"; the selection ratio is added only
-    when the rows hold more than one."""
+    """Readable name of every arm, e.g. "NAIT (published recipe, code)"; the selection
+    ratio is added only when the rows hold more than one."""
     rows = list(rows)
     several = len({r.ratio for r in rows if r.ratio is not None}) > 1
     names = {}
@@ -98,8 +99,10 @@ def arm_names(rows: Iterable[Row]) -> dict[tuple, str]:
         if several and r.ratio is not None:
             details.append(f"{r.ratio:.0%}")
         title = METHOD_TITLES.get(r.method, r.method)
-        names[r.arm] = (f"{title} ({', '.join(details)})" if details
-                                                else title)
+        if details and title.endswith(")"):   # "NAIT (published recipe)" + code
+            title, _, own = title[:-1].partition(" (")
+            details = [own, *details]
+        names[r.arm] = f"{title} ({', '.join(details)})" if details else title
     return names
 
 

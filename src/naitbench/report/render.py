@@ -201,6 +201,26 @@ def cost_table(costs: list[Mapping]) -> list[str]:
     return lines
 
 
+def stability_table(costs: list[Mapping]) -> list[str]:
+    """Each selector's overlap of its top subset between bootstrap resamples of its
+    in-domain samples (naitbench.select.stability); empty when no manifest holds one."""
+    stable = [c for c in costs if c.get("stability")]
+    if not stable:
+        return []
+    lines = ["Mean Jaccard index of the selected subset between bootstrap resamples of the "
+             "in-domain samples (every pair of draws; 1 = the subset does not depend on "
+             "which samples were drawn, two random subsets of 10% about 0.05).", "",
+             "| method | target | ratio | draws | mean Jaccard | sd | min |",
+             "|---|---|---|---|---|---|---|"]
+    for cost in stable:
+        st = cost["stability"]
+        lines.append(f"| {METHOD_TITLES.get(cost['method'], cost['method'])} | "
+                     f"{cost.get('target') or '-'} | {st['ratio']:g} | {st['draws']} | "
+                     f"{st['mean_jaccard']:.3f} | {st['sd_jaccard']:.3f} | "
+                     f"{st['min_jaccard']:.3f} |")
+    return lines
+
+
 def markdown(title: str, meta: Mapping[str, str], rows: list[Row], figure: Path | None,
              costs: list[Mapping], sections: Mapping[str, list[str]], out_dir: Path) -> str:
     """The whole report as Markdown; the figure is referenced relative to `out_dir`."""
@@ -213,6 +233,8 @@ def markdown(title: str, meta: Mapping[str, str], rows: list[Row], figure: Path 
     for task in task_order(rows):
         lines += task_section(rows, task)
     lines += ["## Selection cost", "", *cost_table(costs), ""]
+    if stability_table(costs):
+        lines += ["## Selection stability", "", *stability_table(costs), ""]
     for heading, body in sections.items():
         lines += [f"## {heading}", "", *body, ""]
     return "\n".join(lines)

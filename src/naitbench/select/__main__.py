@@ -6,27 +6,18 @@ Hydra app on conf/; `-m` sweeps (layers, ratios) reuse the stored features.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from naitbench.config import CONF_DIR, ConfigError, check_ratio, validate
-from naitbench.io import content_hash, file_hash, read_jsonl
-from naitbench.select.protocol import SelectionContext, Selector
+from naitbench.io import content_hash, file_hash
+from naitbench.select.build import make_context, make_selector
+from naitbench.select.stability import stability
 from naitbench.select.subset import subset_name, top_ratio, write_subset
 from naitbench.tracking import start_run
-
-
-def selection_targets(cfg: DictConfig) -> list[str]:
-    """The targets a targeted selector aims at: `select.targets` or the chosen `target`."""
-    chosen = cfg.select.get("targets") or [cfg.target.name]
-    for name in chosen:
-        if name not in cfg.data.prepared_targets:
-            raise ConfigError(f"select.targets: '{name}' is not prepared by this profile "
-                              f"(prepared: {list(cfg.data.prepared_targets)})")
-    return list(chosen)
 
 
 def default_name(cfg: DictConfig, method: str, ratio: float, targets: list[str]) -> str:
@@ -43,25 +34,19 @@ def default_name(cfg: DictConfig, method: str, ratio: float, targets: list[str])
 
 
 def select(cfg: DictConfig) -> Path:
-    """Score the pool with the configured selector and write the subset files."""
+    """Score the pool with the configured selector and write the subset files (and, for a
+    selector with `stability_draws`, its stability under in-domain resampling)."""
     validate(cfg)
     ratio = check_ratio(cfg.ratio)
     method = cfg.select.get("method")
     if method is not None and method not in cfg.selectors:
         raise ConfigError(f"select.method={method!r} is not in the selectors catalogue "
                           f"{sorted(cfg.selectors)}")
-    selector = instantiate(cfg.selectors[method] if method else cfg.selector)
-    if not isinstance(selector, Selector):
-        raise ConfigError(f"selector._target_={cfg.selector._target_} is not a Selector")
-    data_dir = Path(cfg.paths.data_dir)
-    pool_file = data_dir / "pool" / "pool.jsonl"
-    if not pool_file.exists():
-        raise FileNotFoundError(f"{pool_file} does not exist: run prepare_data first")
-    targets = selection_targets(cfg) if selector.targeted else []
-    ctx = SelectionContext(
-        cfg=cfg, pool=read_jsonl(pool_file),
-        targets={t: read_jsonl(data_dir / "targets" / t / "indomain.jsonl") for t in targets},
-        data_dir=data_dir, model_dir=Path(cfg.model.dir), seed=int(cfg.seed))
+    selector = make_selector(cfg.selectors[method] if method else cfg.selector)
+    ctx = make_context(cfg, selector.targeted)
+    pool_file = ctx.records_file("pool")
+    targets = list(ctx.targets)
+    every_sample = ctx
     resample = bool(cfg.select.get("indomain_resample", False))
     if resample:
         if not selector.targeted:
@@ -81,7 +66,13 @@ def select(cfg: DictConfig) -> Path:
                 "selector": OmegaConf.to_container(cfg.selectors[method] if method
                                                    else cfg.selector, resolve=True),
                 "model": str(cfg.model.dir)}
-    return write_subset(data_dir / "subsets", name, ids, scores, kept, manifest)
+    if selector.targeted and selector.stability_draws > 0:
+        # stability resamples the whole in-domain set, not the draw this subset came from
+        record = stability(selector, replace(every_sample, cfg=ctx.cfg, cost=ctx.cost),
+                           selector.stability_draws, ratio)
+        manifest["cost"]["stability_wall_s"] = record.pop("wall_s")   # not the method's cost
+        manifest["stability"] = record
+    return write_subset(ctx.data_dir / "subsets", name, ids, scores, kept, manifest)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)

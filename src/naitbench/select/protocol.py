@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from naitbench.config import ConfigError
 from naitbench.features import FeatureStore, ensure_features
-from naitbench.features.capture import Spec
+from naitbench.features.capture import Spec, parse_specs
 from naitbench.models.precision import COMPUTE
 
 
@@ -38,6 +39,10 @@ class SelectionContext:
                                                 "wall_s": 0.0, "shared": {}})
     #: per target, the rows of its in-domain set this context sees (None: every row once)
     indomain_rows: dict[str, np.ndarray] | None = None
+    #: whether selectors write their reusable artefacts (off for draws and analyses)
+    save_artefacts: bool = True
+    #: stores and loaded features, shared by the bootstrap draws of this context
+    loaded: dict = field(default_factory=dict, repr=False)
 
     def resampled(self, draw: int) -> SelectionContext:
         """The same context with every target's in-domain set replaced by a bootstrap draw
@@ -59,6 +64,8 @@ class SelectionContext:
     def store(self, name: str) -> FeatureStore:
         """The feature store of 'pool' or a target, extracting what is missing (all the
         configured specs in one pass). Its build cost is recorded once, as shared."""
+        if ("store", name) in self.loaded:
+            return self.loaded["store", name]
         fcfg = self.cfg.features
         store, _ = ensure_features(self.records_file(name), self.model_dir, list(fcfg.specs),
                                    root=fcfg.root, max_length=fcfg.max_length,
@@ -66,12 +73,20 @@ class SelectionContext:
                                    precision=fcfg.get("precision", "auto"),
                                    layers=fcfg.get("layers"))
         self.cost["shared"][str(store.path)] = {**store.cost, COMPUTE: store.compute}
+        self.loaded["store", name] = store
         return store
 
     def features(self, name: str, spec: Spec, layers: Sequence[int] | None = None) -> np.ndarray:
         """[n, layers, dim] features of 'pool' or a target's in-domain set (its resampled
-        rows when the context is a bootstrap draw)."""
-        features = self.store(name).load(spec, layers)
+        rows when the context is a bootstrap draw). Loaded once per context."""
+        if spec not in parse_specs(self.cfg.features.specs):
+            raise ConfigError(f"feature {spec.name} is not in features.specs "
+                              f"{list(self.cfg.features.specs)}: add it there, so the one "
+                              f"extraction pass records it")
+        key = ("features", name, spec, None if layers is None else tuple(layers))
+        if key not in self.loaded:
+            self.loaded[key] = self.store(name).load(spec, layers)
+        features = self.loaded[key]
         if name != "pool" and self.indomain_rows is not None:
             features = features[self.indomain_rows[name]]
         return features
@@ -103,8 +118,10 @@ class Selector(abc.ABC):
     #: whether the method looks at target in-domain samples
     targeted: bool = False
 
-    def __init__(self, name: str, **_: Any):
+    def __init__(self, name: str, stability_draws: int = 0, **_: Any):
         self.name = name
+        #: bootstrap draws of the in-domain sets for the stability figure (0: not computed)
+        self.stability_draws = int(stability_draws)
 
     @abc.abstractmethod
     def score(self, ctx: SelectionContext) -> np.ndarray:
