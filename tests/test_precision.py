@@ -22,16 +22,13 @@ from naitbench.config import compose
 from naitbench.features import ensure_features
 from naitbench.io import read_jsonl
 from naitbench.select.__main__ import select
+from naitbench.select.stability import jaccard
 
 SPECS = ["mlp.mean", "residual.last", "final.weighted"]
 FEATURE_REL_TOL = {"fp32": None, "bf16": 1e-2}   # per-record relative L2 error
 FP32_ATOL = 2e-5
 SUBSET_JACCARD_BOUND = 0.8
 RATIO = 0.2
-
-
-def _jaccard(a: set, b: set) -> float:
-    return len(a & b) / len(a | b)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -52,7 +49,7 @@ def test_features_across_batch_sizes_within_the_precision_tolerance(
 
 
 def _scores(data_dir, tiny_model_dir, data_root, name: str, method: str,
-            batch_size: int) -> dict[str, float]:
+            batch_size: int) -> tuple[dict[str, float], set[str]]:
     cfg = compose([*smoke_overrides(data_dir, tiny_model_dir, data_root),
                    f"select.method={method}", f"select.name={name}", f"ratio={RATIO}",
                    "features.precision=bf16", f"features.batch_size={batch_size}",
@@ -72,7 +69,7 @@ def test_bf16_subsets_across_batch_sizes(tmp_path, prepared_smoke, tiny_model_di
     shutil.copytree(prepared_smoke, data_dir)
     s1, kept1 = _scores(data_dir, tiny_model_dir, data_root, f"{method}-b1", method, 1)
     s16, kept16 = _scores(data_dir, tiny_model_dir, data_root, f"{method}-b16", method, 16)
-    assert _jaccard(kept1, kept16) >= SUBSET_JACCARD_BOUND
+    assert jaccard(kept1, kept16) >= SUBSET_JACCARD_BOUND
     ids = sorted(s1)
     a, b = np.array([s1[i] for i in ids]), np.array([s16[i] for i in ids])
     noise = np.abs(a - b).max()
