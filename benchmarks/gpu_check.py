@@ -2,9 +2,9 @@
 select and train steps, for the few minutes a GPU is lent.
 
 Needs only torch, transformers, peft, accelerate, numpy, tqdm, safetensors: it imports the
-project's capture, pooling, NAIT library and encoding modules (none imports omegaconf, hydra,
-dvc, lm-eval, datasets, wandb or gguf) and runs its own copy of the trainer's response-only
-LoRA step, since naitbench.train imports omegaconf. Each result is appended to `--out` (JSON
+project's capture, pooling, NAIT library and encoding modules and the trainer's response-only
+loss and batching (`naitbench.train.loop`; none of these imports omegaconf, hydra, dvc,
+lm-eval, datasets, wandb or gguf at import time). Each result is appended to `--out` (JSON
 lines) the moment it exists; no step starts unless its estimated time fits before the
 deadline. benchmarks/README.md says what to carry onto the GPU machine.
 
@@ -35,6 +35,7 @@ from naitbench.data.encoding import IGNORE_INDEX, encode
 from naitbench.features.capture import capture_batch, collate, length_batches, parse_specs
 from naitbench.models.load import load_tokenizer
 from naitbench.nait.library import build_library, score_pool
+from naitbench.train.loop import ResponseLoss, collate_with_targets
 
 SPECS = parse_specs(["mlp.mean", "final.weighted"])   # the features stage's defaults
 # (batch, max_length, records or batches) per row: a GPU's sizes, and the dry run's
@@ -149,19 +150,12 @@ def lora_model(model: Any) -> Any:
                         "down_proj"]))
 
 
-def train_step(model: Any, optimizer: Any, ids: torch.Tensor, real: torch.Tensor,
-               labels: torch.Tensor, autocast: Callable) -> torch.Tensor:
-    """The trainer's step: body forward, LM head on labelled positions only, fp32 loss."""
-    base = model.get_base_model()
+def train_step(model: Any, optimizer: Any, batch: dict, autocast: Callable) -> torch.Tensor:
+    """The trainer's step: its `ResponseLoss` (body forward, LM head on labelled positions
+    only, fp32 cross-entropy), as a mean over the batch's response tokens."""
     model.train()
     with autocast():
-        hidden = base.get_decoder()(input_ids=ids, attention_mask=real,
-                                    use_cache=False).last_hidden_state
-        keep = (labels[:, 1:] != IGNORE_INDEX).flatten().nonzero()[:, 0]
-        rows = hidden[:, :-1].flatten(0, 1).index_select(0, keep)
-        logits = base.get_output_embeddings()(rows).float()
-        loss = torch.nn.functional.cross_entropy(
-            logits, labels[:, 1:].flatten().index_select(0, keep))
+        loss = ResponseLoss(model)(**batch) / batch["target_index"].numel()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
@@ -169,29 +163,25 @@ def train_step(model: Any, optimizer: Any, ids: torch.Tensor, real: torch.Tensor
     return loss.detach()
 
 
-def train_batches(encoded: Sequence[dict], batch: int, pad: int, device: str) -> list[tuple]:
-    out = []
-    for b in length_batches([len(e["input_ids"]) for e in encoded], batch):
-        ids, real, _ = collate([encoded[i] for i in b], pad, device)
-        labels = torch.full_like(ids, IGNORE_INDEX)
-        for row, i in enumerate(b):
-            labels[row, :len(encoded[i]["labels"])] = torch.tensor(encoded[i]["labels"])
-        out.append((ids, real, labels))
-    return out
+def train_batches(encoded: Sequence[dict], batch: int, pad: int, device: str) -> list[dict]:
+    """Length-grouped batches collated as the trainer collates them, on `device`."""
+    return [{k: v.to(device) for k, v in
+             collate_with_targets([encoded[i] for i in b], pad_id=pad).items()}
+            for b in length_batches([len(e["input_ids"]) for e in encoded], batch)]
 
 
-def train_rate(model: Any, batches: Sequence[tuple], autocast: Callable, device: str,
+def train_rate(model: Any, batches: Sequence[dict], autocast: Callable, device: str,
                epochs: int = 1) -> dict[str, float]:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
-    train_step(model, optimizer, *batches[0], autocast)   # warm-up, not timed
+    train_step(model, optimizer, batches[0], autocast)   # warm-up, not timed
 
     def run() -> list[float]:
-        losses = [train_step(model, optimizer, *b, autocast)
+        losses = [train_step(model, optimizer, b, autocast)
                   for _ in range(epochs) for b in batches]
         return torch.stack(losses).tolist()   # one read-back, as the trainer's log entry
 
     seconds, losses = timed(run, device)
-    tokens = epochs * sum(int(b[1].sum()) for b in batches)
+    tokens = epochs * sum(int(b["attention_mask"].sum()) for b in batches)
     return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": tokens / seconds,
             "final_loss": losses[-1]}
 

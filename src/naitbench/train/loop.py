@@ -26,10 +26,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from naitbench.io import content_hash, write_json
@@ -42,6 +41,9 @@ from naitbench.train.checkpoint import (
     save_checkpoint,
 )
 from naitbench.train.data import IGNORE_INDEX, collate, encode_all, epoch_batches
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 METRICS_FILE = "train_metrics.json"
 MODEL_SUBDIR = "model"
@@ -173,6 +175,7 @@ def train(cfg: Mapping[str, Any] | DictConfig, model_dir: str | Path,
     previous entry.
     """
     from accelerate.utils import set_seed
+    from omegaconf import OmegaConf
     from transformers import get_scheduler
 
     from naitbench.models.load import load_tokenizer
