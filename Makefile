@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock Makefile | sha256sum | cut -c1-16)
 PROFILE ?=
+# Train and evaluate cells `make repro` runs at once (naitbench.scale through Hydra's joblib
+# launcher), the cores split between them; 1: plain `dvc repro`, one stage after another.
+CELLS ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -26,9 +29,14 @@ $(STAMP): pyproject.toml requirements.lock Makefile
 	@touch $@
 
 ## The main job: `dvc repro` on the default (embedded) profile; PROFILE=name picks another.
+## With CELLS > 1 the pending train and evaluate cells run CELLS at once first (features and
+## selection brought up to date before them), then `dvc repro` finishes (the report).
 repro: $(STAMP)
 	@if [ -n "$(PROFILE)" ]; then $(BIN)/python -m naitbench.config dump profile=$(PROFILE); fi
-	@$(BIN)/python -m naitbench.estimate
+	@$(BIN)/python -m naitbench.estimate --cells $(CELLS)
+	@if [ "$(CELLS)" -gt 1 ]; then threads=$$(( $$(nproc) / $(CELLS) )); \
+		$(BIN)/python -m naitbench.scale hydra/launcher=joblib hydra.launcher.n_jobs=$(CELLS) \
+			scale.threads=$$(( threads > 0 ? threads : 1 )); fi
 	$(BIN)/dvc repro
 
 ## The test suite (every test; CI runs exactly this).

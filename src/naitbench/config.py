@@ -93,6 +93,13 @@ def targeted_once(targeted: Sequence[str], selection_seeds: Any = None) -> list[
     return [m for m in targeted if m not in dict(selection_seeds or {})]
 
 
+def used_raters(raters: Any, selectors: Any, methods: Sequence[str]) -> dict[str, Any]:
+    """The rater models (prepare_raters stages) that a selector of the matrix reads through its
+    `models` list, so a profile without SelectIT converts none."""
+    dirs = {str(d) for m in methods for d in (selectors.get(m) or {}).get("models") or [] if d}
+    return {key: rater for key, rater in raters.items() if str(rater["dir"]) in dirs}
+
+
 def expected_subsets(runs: Any) -> list[str]:
     return subset_names(runs.targeted, runs.get("untargeted", []), runs.targets, runs.ratios,
                         runs.random_seeds, _plain(runs.get("selection_seeds")))
@@ -100,6 +107,10 @@ def expected_subsets(runs: Any) -> list[str]:
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node) if isinstance(node, DictConfig | ListConfig) else node
+
+
+def _resolved(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def subset_method(name: str) -> str:
@@ -134,6 +145,10 @@ OmegaConf.register_new_resolver(  # `runs.resampled`: the select_resampled stage
     replace=True)
 OmegaConf.register_new_resolver(  # `runs.targeted_once`: the select stages' methods
     "nb_once", lambda *lists: ListConfig(targeted_once(*(_plain(x) for x in lists))),
+    replace=True)
+OmegaConf.register_new_resolver(  # `runs.raters`: the prepare_raters stages
+    "nb_raters", lambda raters, selectors, *methods: DictConfig(used_raters(
+        _resolved(raters), _resolved(selectors), [m for ms in methods for m in _plain(ms)])),
     replace=True)
 OmegaConf.register_new_resolver(  # `runs.trained`: what the train and evaluate stages fan out over
     "nb_trained", lambda subsets, seeds, method_seeds: DictConfig(trained_models(
@@ -179,6 +194,13 @@ def check_runs(cfg: DictConfig) -> None:
         if OmegaConf.to_container(runs.trained) != expected:
             raise ConfigError("runs.trained does not match runs.subsets/seeds/method_seeds; "
                               "rewrite params.yaml (python -m naitbench.config dump)")
+    if "raters" in runs:
+        expected = used_raters(_resolved(cfg.raters), _resolved(cfg.selectors),
+                               [*runs.targeted, *runs.get("untargeted", [])])
+        if _resolved(runs.raters) != expected:
+            raise ConfigError(f"runs.raters does not match the raters the matrix's selectors "
+                              f"read ({sorted(expected)}); rewrite params.yaml (python -m "
+                              f"naitbench.config dump)")
     for key, targeted in (("targeted", True), ("untargeted", False)):
         for name in runs.get(key, []):
             if name not in cfg.get("selectors", {}):

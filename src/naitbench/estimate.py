@@ -125,10 +125,12 @@ def arm_tokens(cfg: DictConfig, lengths: list[tuple[float, float]] | None, name:
     return sum(totals) * keep / len(totals)
 
 
-def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0) -> dict[str, float]:
+def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0,
+             cells: int = 1) -> dict[str, float]:
     """Seconds per stage group for the whole matrix of `cfg` (a composed config), on a
     machine `speed` times as fast as the one the rates were measured on (one factor, or one
-    per stage group)."""
+    per stage group); `cells` train and evaluate cells at once (`make repro CELLS=2`) divide
+    those stages by the measured `estimate.cells_gain`."""
     rates: Mapping[str, Any] = cfg.estimate
     lengths = pool_lengths(cfg)
     n_pool = len(lengths) if lengths is not None else int(rates.hub_pool_records)
@@ -151,14 +153,15 @@ def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0) -> dict[
     less = cfg.selectors.less  # warmup and gradient features are cached across stages
     once = {"less": less.warmup_epochs * (tokens * (1 + less.warmup_ratio) + target_tokens)
             / rates.grad_tok_s}
-    stages = ([(m, n_targets * n_ratios) for m in runs.targeted]
+    draws = {m: list(s) for m, s in (runs.get("selection_seeds") or {}).items()}  # seeds
+    stages = ([(m, n_targets * n_ratios * len(draws.get(m, [0]))) for m in runs.targeted]
               + [(m, n_ratios) for m in runs.untargeted] + [("random", n_ratios *
                                                               len(runs.random_seeds))])
     select_s = sum(count * (start + per_stage.get(m, 0.0)) + once.get(m, 0.0)
                    for m, count in stages)
     trained = trained_pairs(runs)
     ratio_of = {name: r for r in runs.ratios for name in subset_names(
-        runs.targeted, runs.untargeted, runs.targets, [r], runs.random_seeds)}
+        runs.targeted, runs.untargeted, runs.targets, [r], runs.random_seeds, draws)}
     subset_tokens = sum(arm_tokens(cfg, lengths, name, ratio_of[name]) for name, _ in trained)
     full_runs = len(runs.seeds)
     full_tokens = arm_tokens(cfg, lengths, "full", 1.0)
@@ -177,7 +180,15 @@ def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0) -> dict[
         REPORT: rates.report_s,
     }
     factor = speed if isinstance(speed, Mapping) else dict.fromkeys(parts, speed)
-    return {name: seconds / factor[name] for name, seconds in parts.items()}
+    out = {name: seconds / factor[name] for name, seconds in parts.items()}
+    if cells > 1:
+        gains = rates.get("cells_gain") or {}
+        if int(gains.get("cells", 0)) != cells:
+            raise NoRates(f"estimate.cells_gain was measured with {gains.get('cells')} cells at "
+                          f"once, not {cells}: measure it (make bench) for this count")
+        out[TRAIN] /= float(gains.train)
+        out[EVALUATE] /= float(gains.evaluate)
+    return out
 
 
 PROBE_SHAPE = {"tokens": 512, "hidden": 576, "mlp": 1536, "vocab": 8192}
@@ -356,6 +367,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="default: params.yaml of the checkout in the working directory")
     parser.add_argument("--no-probe", action="store_true",
                         help="skip the speed probe: print the reference machine's times")
+    parser.add_argument("--cells", type=int, default=1,
+                        help="train and evaluate cells run at once (make repro's CELLS)")
     args = parser.parse_args(argv)
     cfg = OmegaConf.load(args.params)
     try:
@@ -367,8 +380,14 @@ def main(argv: list[str] | None = None) -> None:
         print(note, flush=True)
     run_cfg = OmegaConf.merge(cfg, {"estimate": here.rates})
     speed = None if here.machine != "this machine" else here.speed
-    print(render(estimate(run_cfg, here.speed), cfg.profile_name, here.machine, speed,
-                 here.precision), flush=True)
+    try:
+        parts = estimate(run_cfg, here.speed, args.cells)
+    except NoRates as error:
+        print(f"No estimate for profile '{cfg.profile_name}': {error}", flush=True)
+        return
+    if args.cells > 1:
+        print(f"train and evaluate: {args.cells} cells at once (estimate.cells_gain)", flush=True)
+    print(render(parts, cfg.profile_name, here.machine, speed, here.precision), flush=True)
 
 
 if __name__ == "__main__":
