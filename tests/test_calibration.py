@@ -52,15 +52,16 @@ class Design:
 
 
 #: the seed designs of the committed profiles (and of selection seeds), by seed counts
-USED_BY = {(1, 1, 3, 1): "smoke", (1, 2, 5, 1): "embedded, medium: NAIT, RDS+",
-           (1, 1, 5, 1): "embedded, medium: kNN, length, full data",
+USED_BY = {(1, 1, 3, 1): "smoke", (2, 1, 6, 1): "embedded, embedded-all: NAIT, RDS+",
+           (1, 1, 6, 1): "embedded: full data; embedded-all: every other method",
+           (1, 2, 5, 1): "medium: NAIT, RDS+", (1, 1, 5, 1): "medium: kNN, length, full data",
            (1, 2, 5, 2): "embedded-full, embedded-base, paper",
            (2, 1, 5, 1): "selection seeds", (3, 1, 5, 1): "selection seeds",
            (2, 2, 5, 1): "selection seeds", (2, 1, 5, 2): "selection seeds"}
 _GRID = [(1, seeds, n, 1) for seeds in (1, 2, 3) for n in (3, 5, 8)]
 DESIGNS = [Design(*shape, USED_BY.get(shape, ""))
            for shape in dict.fromkeys([*_GRID, *USED_BY])]
-DEFAULT = Design(1, 2, 5, 1)
+DEFAULT = Design(2, 1, 6, 1)   # the embedded default's NAIT and RDS+ against its random subsets
 
 
 def simulate(design: Design, effect: float, rng: np.random.Generator,
@@ -118,8 +119,10 @@ def power_check(seed: int = 99) -> tuple[float, float]:
     """(observed rate of 'better', promised rate) for 3 random-subset SDs at the default."""
     effect = 3 * SD_RANDOM
     _, observed = call_rates(DEFAULT, effect, seed=seed)
-    se, df = design_noise(SD_BETWEEN, SD_WITHIN, method_subsets=1, method_seeds=2,
-                          reference_subsets=5, reference_seeds=1)
+    se, df = design_noise(SD_BETWEEN, SD_WITHIN, method_subsets=DEFAULT.method_subsets,
+                          method_seeds=DEFAULT.method_seeds,
+                          reference_subsets=DEFAULT.random_subsets,
+                          reference_seeds=DEFAULT.random_seeds)
     return observed, float(power_at(effect, se, df))
 
 
@@ -147,7 +150,8 @@ def ignoring_the_draw_rate(seed: int = 7) -> float:
     resampling the method's own replicates)."""
     method, random = simulate(DEFAULT, 0.0, np.random.default_rng(seed))
     diff, se, df = difference_noise(method.mean(axis=-1), random.mean(axis=-1))
-    low, high = interval(diff, se * math.sqrt((1 / 5) / (1 + 1 / 5)), df, 1 - ALPHA)
+    own, theirs = 1 / DEFAULT.method_subsets, 1 / DEFAULT.random_subsets
+    low, high = interval(diff, se * math.sqrt(theirs / (own + theirs)), df, 1 - ALPHA)
     return float(np.mean((low > 0) | (high < 0)))
 
 
@@ -155,7 +159,7 @@ def test_the_check_fails_an_interval_that_ignores_the_method_subset_draw():
     assert ignoring_the_draw_rate() > ALPHA + mc_margin(ALPHA)
 
 
-#: method designs against the default's 5 random subsets x 1 seed, by training runs they cost
+#: method designs against 5 random subsets x 1 seed, by training runs they cost
 BUDGET_DESIGNS = [Design(1, 1, 5, 1), Design(1, 2, 5, 1), Design(2, 1, 5, 1),
                   Design(1, 3, 5, 1), Design(3, 1, 5, 1), Design(2, 2, 5, 1), Design(4, 1, 5, 1)]
 
@@ -195,12 +199,14 @@ def markdown() -> str:
                      f"{d.random_seeds} | {d.where or '-'} | {100 * row['false']:.1f}% | "
                      f"{row['detectable_sd']:.2f} |")
     observed, promised = power_check()
-    lines += ["", f"Power check, 1 x 2 against 5 x 1, true effect 3 random-subset SDs: called "
+    default = (f"{DEFAULT.method_subsets} x {DEFAULT.method_seeds} against "
+               f"{DEFAULT.random_subsets} x {DEFAULT.random_seeds}")
+    lines += ["", f"Power check, {default}, true effect 3 random-subset SDs: called "
               f"better in {100 * observed:.1f}% of runs, promised {100 * promised:.1f}%; "
               f"{RUNS} runs per row (Monte-Carlo margin, three standard errors, at 5%: "
               f"{100 * mc_margin(ALPHA):.1f} points). An interval that ignores the method's "
-              f"own subset draw calls {100 * ignoring_the_draw_rate():.1f}% of the 1 x 2 null "
-              f"runs better or worse.", "",
+              f"own subset draw calls {100 * ignoring_the_draw_rate():.1f}% of the "
+              f"{default} null runs better or worse.", "",
               "| method design (subsets x training seeds) | training runs | smallest detectable "
               "difference (bits per byte) | called better at 3 random-subset SDs (simulated) |",
               "|---|---|---|---|"]

@@ -110,13 +110,38 @@ def test_matrix_lists_are_checked():
 
 
 def test_training_seeds_per_method_fan_out_the_train_stages():
-    runs = validate(compose(["profile=embedded", "runs.seeds=[3]",
-                             "runs.method_seeds={rds: [0, 1, 2]}"])).runs
+    runs = validate(compose(["profile=smoke", "runs.seeds=[3]",
+                             "++runs.method_seeds={rds: [0, 1, 2], nait: [0, 1]}"])).runs
     pairs = trained_pairs(runs)
     assert [s for name, s in pairs if name.startswith("rds-")] == [0, 1, 2]
-    assert [s for name, s in pairs if name.startswith("nait-")] == [0, 1]  # the profile's
+    assert [s for name, s in pairs if name.startswith("nait-")] == [0, 1]
     assert {s for name, s in pairs if name.split("-")[0] not in ("rds", "nait")} == {3}
     assert len(pairs) == len(runs.subsets) + 3
+
+
+def test_the_default_replicates_nait_and_rds_over_selection_seeds():
+    """The embedded default (#22's sizing): NAIT and RDS+ twice each, from in-domain bootstrap
+    draws, one training seed, six random subsets; nothing else selected."""
+    runs = validate(compose(["profile=embedded"])).runs
+    assert list(runs.subsets) == ["nait-code-r0.1-s0", "nait-code-r0.1-s1", "rds-code-r0.1-s0",
+                                  "rds-code-r0.1-s1", *[f"random-r0.1-s{k}" for k in range(6)]]
+    assert sorted(runs.resampled) == list(runs.subsets)[:4] and not runs.targeted_once
+    assert {s for _, s in trained_pairs(runs)} == {0}
+
+
+def test_rater_models_are_prepared_only_for_a_selector_that_reads_them():
+    """The SelectIT rater's conversion (prepare_raters) runs only when SelectIT is in the
+    matrix; a params.yaml whose runs.raters disagrees is refused."""
+    assert not validate(compose(["profile=embedded"])).runs.raters
+    every = validate(compose(["profile=embedded-all"]))
+    assert list(every.runs.raters) == ["second"]
+    assert every.runs.raters.second.dir == every.raters.second.dir
+    # a matrix without SelectIT, from a selector list that drops it
+    assert not validate(compose(["profile=smoke", "runs.untargeted=[length]"])).runs.raters
+    stale = compose(["profile=embedded"])
+    stale.runs.raters = OmegaConf.to_container(every.runs.raters)
+    with pytest.raises(ConfigError, match=r"runs\.raters does not match"):
+        validate(stale)
 
 
 def test_a_second_clone_sharing_the_venv_dumps_and_estimates_its_own_params(tmp_path):
@@ -140,33 +165,34 @@ def test_a_second_clone_sharing_the_venv_dumps_and_estimates_its_own_params(tmp_
 
 
 def test_selection_seeds_give_a_targeted_method_one_subset_per_bootstrap_draw():
-    runs = validate(compose(["profile=embedded", "++runs.selection_seeds={nait: [0, 1, 2]}",
-                             "~runs.method_seeds.nait"])).runs
+    runs = validate(compose(["profile=smoke", "++runs.selection_seeds={nait: [0, 1, 2]}"])).runs
     nait = [n for n in runs.subsets if n.startswith("nait-")]
     assert nait == ["nait-code-r0.1-s0", "nait-code-r0.1-s1", "nait-code-r0.1-s2"]
     assert OmegaConf.to_container(runs.resampled) == {
         name: {"method": "nait", "target": "code", "ratio": 0.1, "seed": k}
         for k, name in enumerate(nait)}
-    assert list(runs.targeted_once) == ["rds", "knn"]      # selected once, from every sample
+    # selected once, from every sample
+    assert list(runs.targeted_once) == ["nait_variant", "rds", "knn", "less"]
     assert [s for name, s in trained_pairs(runs) if name.startswith("nait-")] == [0, 0, 0]
     # without selection seeds nothing changes: no resampled stage, every method once
-    default = validate(compose(["profile=embedded"])).runs
+    default = validate(compose(["profile=smoke"])).runs
     assert not default.resampled and list(default.targeted_once) == list(default.targeted)
     with pytest.raises(ConfigError, match=r"not in runs\.targeted"):
-        validate(compose(["profile=embedded", "++runs.selection_seeds={length: [0, 1]}"]))
+        validate(compose(["profile=smoke", "++runs.selection_seeds={length: [0, 1]}"]))
     with pytest.raises(ConfigError, match="non-empty list of integer seeds"):
-        validate(compose(["profile=embedded", "++runs.selection_seeds={nait: []}"]))
+        validate(compose(["profile=smoke", "++runs.selection_seeds={nait: []}"]))
 
 
 def test_selection_seeds_fan_out_dvc_select_resampled_stages(tmp_path):
     # DVC's own reading of dvc.yaml with params.yaml composed for two NAIT selection seeds
     (tmp_path / "dvc.yaml").write_text((REPO_DIR / "dvc.yaml").read_text())
-    dump_params(tmp_path / "params.yaml", ["++runs.selection_seeds={nait: [0, 1]}"])
+    dump_params(tmp_path / "params.yaml",
+                ["profile=smoke", "++runs.selection_seeds={nait: [0, 1]}"])
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path,
                    check=True)
     listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
                             cwd=tmp_path, check=True, capture_output=True, text=True).stdout
     stages = set(listed.split())
     assert {"select_resampled@nait-code-r0.1-s0", "select_resampled@nait-code-r0.1-s1",
-            "train@nait-code-r0.1-s1-seed1"} <= stages
+            "train@nait-code-r0.1-s1-seed0"} <= stages
     assert "select@nait-code-0.1" not in stages and "select@rds-code-0.1" in stages

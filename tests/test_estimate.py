@@ -148,6 +148,34 @@ def test_replicated_methods_add_their_extra_training_runs(tmp_path):
     assert twice[key] - once[key] == pytest.approx(4)
 
 
+def test_selection_seeds_add_their_selections_runs_and_models(tmp_path):
+    overrides = ["profile=smoke", f"paths.data_dir={tmp_path}", "eval.tasks=[nb_humaneval_bpb]",
+                 *UNCUT, *[f"estimate.{k}={v}" for k, v in RATES.items()],
+                 "estimate.stage_startup_s=2"]
+    once = estimate(compose(overrides))
+    twice = estimate(compose([*overrides, "++runs.selection_seeds={nait: [0, 1]}"]))
+    # one more NAIT select stage (startup only: it reads stored features), one more subset to
+    # train (5 records x 100 tokens, 1 epoch, 10 tokens/s, one startup) and to score (4 items)
+    assert twice["select (every method)"] - once["select (every method)"] == pytest.approx(2)
+    key = "train (LoRA, every subset and seed)"
+    assert twice[key] - once[key] == pytest.approx(500 / 10 + 2)
+    assert twice["evaluate (lm-eval, every model)"] - once[
+        "evaluate (lm-eval, every model)"] == pytest.approx(4 + 2)
+
+
+def test_cells_at_once_divide_train_and_evaluate_by_the_measured_gain(tmp_path):
+    cfg = compose(["profile=smoke", f"paths.data_dir={tmp_path}",
+                   *[f"estimate.{k}={v}" for k, v in RATES.items()],
+                   "estimate.cells_gain={cells: 2, train: 1.6, evaluate: 1.25}"])
+    serial, paired = estimate(cfg), estimate(cfg, cells=2)
+    train, score = "train (LoRA, every subset and seed)", "evaluate (lm-eval, every model)"
+    assert paired[train] == pytest.approx(serial[train] / 1.6)
+    assert paired[score] == pytest.approx(serial[score] / 1.25)
+    assert all(paired[k] == v for k, v in serial.items() if k not in (train, score))
+    with pytest.raises(NoRates, match="measured with 2 cells at once, not 3"):
+        estimate(cfg, cells=3)
+
+
 def test_the_probe_scales_every_stage_by_the_machine_speed(tmp_path):
     cfg = compose(["profile=smoke", f"paths.data_dir={tmp_path}",
                    *[f"estimate.{k}={v}" for k, v in RATES.items()],
