@@ -84,14 +84,16 @@ def test_matrix_subsets_follow_the_lists_in_dvc_own_composition(tmp_path):
     subprocess.run([sys.executable, "-c", script, str(out), str(REPO_DIR / "conf"),
                     str(REPO_DIR)], cwd=tmp_path, check=True)
     runs = OmegaConf.load(out).runs
-    assert list(runs.subsets) == ["nait-code-r0.05-s0", "nait-code-r0.2-s0", "ifd-r0.05-s0",
-                                  "ifd-r0.2-s0", "random-r0.05-s4", "random-r0.2-s4"]
-    # the default profile replicates NAIT over two training seeds, everything else once
+    # the default profile selects NAIT from two in-domain draws (selection seeds 0, 1)
+    nait = [f"nait-code-r{r}-s{k}" for r in ("0.05", "0.2") for k in (0, 1)]
+    assert list(runs.subsets) == [*nait, "ifd-r0.05-s0", "ifd-r0.2-s0", "random-r0.05-s4",
+                                  "random-r0.2-s4"]
+    assert sorted(runs.resampled) == sorted(nait)
+    # one training seed for every subset, and no rater model (IFD reads none)
     assert [(v.subset, v.seed) for v in runs.trained.values()] == [
-        ("nait-code-r0.05-s0", 0), ("nait-code-r0.05-s0", 1), ("nait-code-r0.2-s0", 0),
-        ("nait-code-r0.2-s0", 1), ("ifd-r0.05-s0", 0), ("ifd-r0.2-s0", 0),
-        ("random-r0.05-s4", 0), ("random-r0.2-s4", 0)]
-    assert list(runs.trained)[:2] == ["nait-code-r0.05-s0-seed0", "nait-code-r0.05-s0-seed1"]
+        (name, 0) for name in runs.subsets]
+    assert list(runs.trained)[:2] == ["nait-code-r0.05-s0-seed0", "nait-code-r0.05-s1-seed0"]
+    assert not runs.raters
 
 
 def test_matrix_lists_are_checked():
@@ -106,7 +108,7 @@ def test_matrix_lists_are_checked():
     with pytest.raises(ConfigError, match="method_seeds names 'nope'"):
         validate(compose(["+runs.method_seeds.nope=[0]"]))
     with pytest.raises(ConfigError, match=r"method_seeds\.nait is empty"):
-        validate(compose(["runs.method_seeds.nait=[]"]))
+        validate(compose(["+runs.method_seeds.nait=[]"]))
 
 
 def test_training_seeds_per_method_fan_out_the_train_stages():

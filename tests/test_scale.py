@@ -30,8 +30,8 @@ def prepared(tmp_path_factory, data_root) -> tuple[Path, dict]:
     copy, env = repo_copy(tmp_path_factory.mktemp("scale"))
     run_ok([sys.executable, "-m", "naitbench.config", "dump", "profile=smoke",
             f"paths.data_root={data_root}", "tracking=disabled", *MATRIX], copy, env)
-    run_ok([sys.executable, "-m", "dvc", "repro", "prepare_raters@second",
-            "select@nait-code-0.1", "select_random@0.1-0"], copy, env)
+    run_ok([sys.executable, "-m", "dvc", "repro", "select@nait-code-0.1",
+            "select_random@0.1-0"], copy, env)
     return copy, env
 
 

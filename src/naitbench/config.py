@@ -166,6 +166,15 @@ def check_runs(cfg: DictConfig) -> None:
         raise ConfigError(f"runs.subsets does not match runs.targeted/untargeted/targets/"
                           f"ratios/random_seeds/selection_seeds; it should be "
                           f"{expected_subsets(runs)}")
+    for key, targeted in (("targeted", True), ("untargeted", False)):
+        for name in runs.get(key, []):
+            if name not in cfg.get("selectors", {}):
+                raise ConfigError(f"runs.{key} names '{name}', which is not in the selectors "
+                                  f"catalogue: {sorted(cfg.get('selectors', {}))}")
+            if get_class(cfg.selectors[name]._target_).targeted != targeted:
+                other = "untargeted" if targeted else "targeted"
+                raise ConfigError(f"runs.{key} names '{name}', which is {other}: move it to "
+                                  f"runs.{other}")
     for method, seeds in (runs.get("selection_seeds") or {}).items():
         if method not in runs.targeted:
             raise ConfigError(f"runs.selection_seeds names '{method}', which is not in "
@@ -201,15 +210,6 @@ def check_runs(cfg: DictConfig) -> None:
             raise ConfigError(f"runs.raters does not match the raters the matrix's selectors "
                               f"read ({sorted(expected)}); rewrite params.yaml (python -m "
                               f"naitbench.config dump)")
-    for key, targeted in (("targeted", True), ("untargeted", False)):
-        for name in runs.get(key, []):
-            if name not in cfg.get("selectors", {}):
-                raise ConfigError(f"runs.{key} names '{name}', which is not in the selectors "
-                                  f"catalogue: {sorted(cfg.get('selectors', {}))}")
-            if get_class(cfg.selectors[name]._target_).targeted != targeted:
-                other = "untargeted" if targeted else "targeted"
-                raise ConfigError(f"runs.{key} names '{name}', which is {other}: move it to "
-                                  f"runs.{other}")
 
 
 def check_length_policy(cfg: DictConfig) -> None:
