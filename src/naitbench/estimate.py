@@ -373,18 +373,13 @@ def main(argv: list[str] | None = None) -> None:
     cfg = OmegaConf.load(args.params)
     try:
         here = plan(cfg, probe=not args.no_probe)
+        parts = estimate(OmegaConf.merge(cfg, {"estimate": here.rates}), here.speed, args.cells)
     except NoRates as error:
         print(f"No estimate for profile '{cfg.profile_name}': {error}", flush=True)
         return
     for note in here.notes:
         print(note, flush=True)
-    run_cfg = OmegaConf.merge(cfg, {"estimate": here.rates})
     speed = None if here.machine != "this machine" else here.speed
-    try:
-        parts = estimate(run_cfg, here.speed, args.cells)
-    except NoRates as error:
-        print(f"No estimate for profile '{cfg.profile_name}': {error}", flush=True)
-        return
     if args.cells > 1:
         print(f"train and evaluate: {args.cells} cells at once (estimate.cells_gain)", flush=True)
     print(render(parts, cfg.profile_name, here.machine, speed, here.precision), flush=True)
