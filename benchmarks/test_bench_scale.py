@@ -10,7 +10,8 @@ divides its train and evaluate stages by the measured ratios (`estimate.cells_ga
 - evaluate cells (`python -m naitbench.evaluate`, the base model): N held-out items of every
   task of the profile each, into their own data directories.
 The embedded profile's settings on a real model (NAITBENCH_BENCH_MODEL), the smoke profile's
-on the tiny one. The ratio is stored in extra_info["speedup"] (> 1: concurrent wins).
+on the tiny one; NAITBENCH_BENCH_PRECISION=fp32 trains in fp32 on a native-bf16 CPU too (what
+an AVX2-only CPU runs). The ratio is stored in extra_info["speedup"] (> 1: concurrent wins).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from naitbench.io import read_jsonl, write_jsonl
 from naitbench.scale.job import cell_env
 
 CELLS = ("bench-a", "bench-b")
+#: train.precision of the train cells (unset: the profile's, `auto`)
+PRECISION = os.environ.get("NAITBENCH_BENCH_PRECISION")
 
 
 def _data_dir(source: Path, out: Path, target: str) -> Path:
@@ -50,7 +53,8 @@ def _profile() -> str:
 def _train_command(model: Path, data_dir: Path, subset: str) -> list[str]:
     return [sys.executable, "-m", "naitbench.train", f"profile={_profile()}", f"model.dir={model}",
             f"paths.data_dir={data_dir}", "tracking=disabled", f"train.subset={subset}",
-            "train.seed=0", "train.epochs=1", *HYDRA]
+            "train.seed=0", "train.epochs=1",
+            *([f"train.precision={PRECISION}"] if PRECISION else []), *HYDRA]
 
 
 def _evaluate_command(model: Path, data_dir: Path) -> list[str]:
@@ -82,7 +86,8 @@ def _compare(benchmark, commands: list[list[str]], fresh: list[Path]) -> None:
     concurrent = benchmark.pedantic(_run, args=(commands, max(1, cores // 2), True, REPO),
                                     rounds=1, iterations=1)
     benchmark.extra_info.update({
-        "cores": cores, "per_cell": N, "sequential_s": sequential,
+        "cores": cores, "per_cell": N, "train_precision": PRECISION or "profile",
+        "sequential_s": sequential,
         "concurrent_s": concurrent, "speedup": sequential / concurrent})
     assert sequential > 0 and concurrent > 0
 

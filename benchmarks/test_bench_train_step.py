@@ -1,7 +1,8 @@
-"""The LoRA training step on a CPU in fp32 (what every AVX2-only CPU runs: bf16 is emulated
-there), against the default settings in the same run: micro-batch x accumulation at the same
-effective batch, intra-op threads, and `torch.compile` (NAITBENCH_BENCH_COMPILE=1: compiling
-takes minutes on two cores).
+"""The LoRA training step on a CPU, against the default settings in the same run: in fp32
+(what every AVX2-only CPU runs: bf16 is emulated there) micro-batch x accumulation at the same
+effective batch, intra-op threads and `torch.compile` (NAITBENCH_BENCH_COMPILE=1: compiling
+takes minutes on two cores); and bf16 autocast against fp32, beside the bf16 gains the
+estimate's probes (naitbench.estimate.bf16_gain) read on the same machine.
 
 Every variant trains the same records in the same length-grouped order from the same
 initial adapter, interleaved round by round, best of 2; the ratio is the default's wall time
@@ -13,14 +14,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from conftest import N
 from omegaconf import OmegaConf
 
 from naitbench.config import compose
+from naitbench.estimate import bf16_gain
 from naitbench.io import read_jsonl
 from naitbench.models.load import load_tokenizer
+from naitbench.train.accelerator import fresh_accelerator
 from naitbench.train.data import encode_all, epoch_batches
 from naitbench.train.loop import ResponseLoss, _build_model, _optimizer_step, collate_with_targets
 
@@ -32,12 +36,11 @@ def _variants(cfg: dict) -> dict[str, dict]:
     effective = cfg["batch_size"] * cfg["grad_accum"]
     threads = torch.get_num_threads()
     out = {"default": {"batch": cfg["batch_size"], "accum": cfg["grad_accum"],
-                       "threads": threads, "compile": False}}
+                       "threads": threads, "compile": False, "precision": "no"}}
     for batch in (2, 8):
         if batch != cfg["batch_size"] and effective % batch == 0:
             out[f"micro-batch {batch} x {effective // batch}"] = {
-                "batch": batch, "accum": effective // batch, "threads": threads,
-                "compile": False}
+                **out["default"], "batch": batch, "accum": effective // batch}
     if threads > 1:
         out["1 thread"] = {**out["default"], "threads": 1}
     if COMPILE:
@@ -45,24 +48,21 @@ def _variants(cfg: dict) -> dict[str, dict]:
     return out
 
 
-def test_lora_step_fp32_settings_vs_default(benchmark, bench_model, bench_source):
-    """tokens/s of each variant of the fp32 LoRA step over the default's."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
+def _time_variants(model_dir: Path, source: Path, variants: dict[str, dict]
+                   ) -> tuple[dict[str, Callable[[], None]], dict[str, float], int, float]:
+    """Each variant's run, its best-of-2 wall time (interleaved), the tokens one run trains,
+    and the warm-up time (first run of each variant, compilation included)."""
     cfg = OmegaConf.to_container(compose([]).train)   # the default LoRA settings
-    tokenizer = load_tokenizer(bench_model)
-    records = read_jsonl(bench_source / "pool" / "pool.jsonl")[:N]
+    tokenizer = load_tokenizer(model_dir)
+    records = read_jsonl(source / "pool" / "pool.jsonl")[:N]
     encoded, _ = encode_all(tokenizer, records, cfg["max_length"])
     lengths = [len(x["input_ids"]) for x in encoded]
-    AcceleratorState._reset_state(True)
-    accelerator = Accelerator(mixed_precision="no", cpu=True)
     torch.manual_seed(0)
-    model = _build_model(cfg, bench_model)
+    model = _build_model(cfg, model_dir)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
     loss_model = ResponseLoss(model)
-    compiled = torch.compile(loss_model) if COMPILE else None
-    variants = _variants(cfg)
+    compiled = torch.compile(loss_model) if any(v["compile"] for v in variants.values()) \
+        else None
 
     def run_for(spec: dict) -> Callable[[], None]:
         order = epoch_batches(lengths, spec["batch"], 0, 0, cfg["group_by_length"])
@@ -71,6 +71,7 @@ def test_lora_step_fp32_settings_vs_default(benchmark, bench_model, bench_source
         steps = [batches[i:i + spec["accum"]] for i in range(0, len(batches), spec["accum"])]
 
         def run() -> None:
+            accelerator = fresh_accelerator(spec["precision"])
             model.load_state_dict(initial, strict=False)
             optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                           lr=cfg["lr"])
@@ -96,13 +97,38 @@ def test_lora_step_fp32_settings_vs_default(benchmark, bench_model, bench_source
             began = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - began)
-    best = {name: min(t) for name, t in times.items()}
+    return runs, {name: min(t) for name, t in times.items()}, sum(lengths), warm_up_s
+
+
+def _rows(variants: dict[str, dict], best: dict[str, float], tokens: int) -> dict:
+    return {name: {**variants[name], "tokens_per_s": tokens / best[name],
+                   "ratio_vs_default": best["default"] / best[name]} for name in variants}
+
+
+def test_lora_step_fp32_settings_vs_default(benchmark, bench_model, bench_source):
+    """tokens/s of each variant of the fp32 LoRA step over the default's."""
+    variants = _variants(OmegaConf.to_container(compose([]).train))
+    runs, best, tokens, warm_up_s = _time_variants(bench_model, bench_source, variants)
     benchmark.pedantic(runs["default"], rounds=1, iterations=1)
-    tokens = sum(lengths)
-    benchmark.extra_info.update({
-        "precision": "fp32", "records": len(records), "tokens": tokens,
-        "warm_up_s": warm_up_s,
-        "variants": {name: {**variants[name], "tokens_per_s": tokens / best[name],
-                            "ratio_vs_default": best["default"] / best[name]}
-                     for name in variants}})
+    benchmark.extra_info.update({"precision": "fp32", "records": N, "tokens": tokens,
+                                 "warm_up_s": warm_up_s,
+                                 "variants": _rows(variants, best, tokens)})
     assert all(t > 0 for t in best.values())
+
+
+def test_lora_step_bf16_vs_fp32_and_the_estimates_probe(benchmark, bench_model, bench_source):
+    """bf16 autocast over fp32 for the default LoRA step, and what the estimate's decoder-block
+    probe reads on this machine: with the block's weights trained (the probe before) and
+    frozen (LoRA's case). The step's ratio is the gain the estimate should predict."""
+    cfg = OmegaConf.to_container(compose([]).train)
+    default = _variants(cfg)["default"]
+    variants = {"default": default, "bf16 autocast": {**default, "precision": "bf16"}}
+    runs, best, tokens, warm_up_s = _time_variants(bench_model, bench_source, variants)
+    block = OmegaConf.to_container(compose([]).estimate.probe_block)
+    probes = {"block, weights trained": bf16_gain(block, backward=True),
+              "block, weights frozen": bf16_gain(block, backward=True, frozen=True)}
+    benchmark.pedantic(runs["bf16 autocast"], rounds=1, iterations=1)
+    benchmark.extra_info.update({"records": N, "tokens": tokens, "warm_up_s": warm_up_s,
+                                 "variants": _rows(variants, best, tokens),
+                                 "probe_gains": probes})
+    assert all(t > 0 for t in best.values()) and all(g > 0 for g in probes.values())

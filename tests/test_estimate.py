@@ -166,14 +166,19 @@ def test_selection_seeds_add_their_selections_runs_and_models(tmp_path):
 def test_cells_at_once_divide_train_and_evaluate_by_the_measured_gain(tmp_path):
     cfg = compose(["profile=smoke", f"paths.data_dir={tmp_path}",
                    *[f"estimate.{k}={v}" for k, v in RATES.items()],
-                   "estimate.cells_gain={cells: 2, train: 1.6, evaluate: 1.25}"])
+                   "estimate.cells_gain={cells: 2, train: {bf16: 1.6, fp32: 0.9}, "
+                   "evaluate: 1.25}"])
     serial, paired = estimate(cfg), estimate(cfg, cells=2)
     train, score = "train (LoRA, every subset and seed)", "evaluate (lm-eval, every model)"
-    assert paired[train] == pytest.approx(serial[train] / 1.6)
+    assert paired[train] == pytest.approx(serial[train] / 0.9)      # fp32 unless told
+    assert estimate(cfg, cells=2, train_precision="bf16")[train] == pytest.approx(
+        serial[train] / 1.6)
     assert paired[score] == pytest.approx(serial[score] / 1.25)
     assert all(paired[k] == v for k, v in serial.items() if k not in (train, score))
     with pytest.raises(NoRates, match="measured with 2 cells at once, not 3"):
         estimate(cfg, cells=3)
+    with pytest.raises(NoRates, match="no gain measured for fp16 training"):
+        estimate(cfg, cells=2, train_precision="fp16")
 
 
 def test_the_probe_scales_every_stage_by_the_machine_speed(tmp_path):

@@ -1,5 +1,6 @@
-"""The rebuild check's comparison logic on small fabricated revisions (the rebuild itself,
-`dvc repro` of the default profile from a fresh clone, takes an hour and is run by hand)."""
+"""The rebuild check's comparison logic on small fabricated revisions, and the commands its
+rebuild runs (the rebuild itself, `make repro`'s path for the default profile from a fresh
+clone, takes about 1.5 hours and is run by hand)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from naitbench.report.recheck import (
+from naitbench.recheck import (
     Check,
+    cpu_kind,
     header_task,
     main,
     page_numbers,
     point_at_mirror,
     recheck,
+    repro_commands,
     snapshot_from_tree,
 )
 
@@ -156,3 +159,30 @@ def test_cli_compares_a_rebuilt_clone_with_the_commit_not_the_working_tree(tmp_p
     assert main(["--repo", str(repo), "--rebuilt", str(other), "--out", str(out)]) == 1
     assert "| metrics | nait-code-r0.1-s0/seed0/metrics.json: nb_humaneval_bpb/bits_per_byte | " \
            "0.53362 | 0.5339 |" in out.read_text()
+
+
+def test_the_rebuild_runs_the_makefiles_repro_path(tmp_path):
+    """Two cells at once through the joblib launcher, the cores split, then dvc repro: the
+    Makefile's `repro` recipe, whose words the scale command must match."""
+    scale, repro = repro_commands(tmp_path, cells=2, cores=2)
+    assert scale == [str(tmp_path / "python"), "-m", "naitbench.scale", "hydra/launcher=joblib",
+                     "hydra.launcher.n_jobs=2", "scale.threads=1"]
+    assert repro == [str(tmp_path / "dvc"), "repro"]
+    recipe = (Path(__file__).parents[1] / "Makefile").read_text()
+    for word in ("-m naitbench.scale", "hydra/launcher=joblib", "hydra.launcher.n_jobs=",
+                 "scale.threads=", "dvc repro"):
+        assert word in recipe
+    assert repro_commands(tmp_path, cells=1, cores=2) == [repro]
+    assert repro_commands(tmp_path, cells=4, cores=2)[0][-1] == "scale.threads=1"
+    with pytest.raises(ValueError, match="--cells 0"):
+        repro_commands(tmp_path, cells=0, cores=2)
+
+
+def test_the_cpu_kind_names_the_native_bf16_instructions(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu avx2 "
+                    "avx512_bf16 amx_bf16\n")
+    assert cpu_kind(info) == "Some Xeon; avx512_bf16, amx_bf16"
+    info.write_text("model name\t: Some EPYC\nflags\t\t: fpu avx2\n")
+    assert cpu_kind(info) == "Some EPYC; no native bf16"
+    assert cpu_kind(tmp_path / "missing") == "CPU unknown"

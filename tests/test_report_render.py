@@ -14,6 +14,7 @@ from naitbench.config import compose
 from naitbench.report.__main__ import build_report
 from naitbench.report.compare import comparison_rows
 from naitbench.report.figures import main_figure
+from naitbench.report.names import short_subset_name
 from naitbench.report.render import html_page, markdown
 from naitbench.report.results import RunResult, TaskScore
 from naitbench.report.stats import BETTER, INSIDE_NOISE, WORSE, holm
@@ -159,7 +160,7 @@ def test_each_task_section_is_table_then_sentences_then_details(report):
     for task in TASKS:
         section = text[text.index(f"`{task}`\n"):]
         section = section[:section.index("\n## ")]
-        table = section.index("| arm | mean | between-seed sd |")
+        table = section.index("| arm | mean | replicate sd |")
         sentences = [m.start() for m in re.finditer(r"^- .+ scores? ", section, re.M)]
         assert len(sentences) == 5                       # NAIT, RDS+, random, full, base
         assert table < min(sentences) and max(sentences) < section.index("### Details")
@@ -173,9 +174,21 @@ def test_the_stability_section_lists_each_resampled_selector(tmp_path):
               "backward_tokens": 0, "stability": stable},
              {"method": "length", "target": "", "wall_s": 1.0, "forward_tokens": 0,
               "backward_tokens": 0, "stability": None}]
-    text = markdown("Report", {}, [], None, costs, {}, tmp_path)
+    seed1 = {**costs[0], "wall_s": 2.0}         # a second selection seed: same measurement
+    other = {**costs[0], "target": "math", "stability": {**stable, "mean_jaccard": 0.5}}
+    text = markdown("Report", {}, [], None, [*costs, seed1, other], {}, tmp_path)
     section = text.split("## Selection stability", 1)[1]
-    assert "| NAIT (suite variant) | code | 0.1 | 20 | 0.812 | 0.050 | 0.700 |" in section
+    row = "| NAIT (suite variant) | code | 0.1 | 20 | 0.812 | 0.050 | 0.700 |"
+    assert section.count(row) == 1
+    assert "| NAIT (suite variant) | math | 0.1 | 20 | 0.500 |" in section
     assert "length" not in section
     assert "## Selection stability" not in markdown("Report", {}, [], None, costs[1:], {},
                                                     tmp_path)
+
+
+def test_a_subset_drops_its_seed_only_when_it_is_its_methods_only_subset():
+    names = ["nait-code-r0.1-s0", "nait-code-r0.1-s1", "rds-code-r0.1-s0", "random-r0.1-s0",
+             "random-r0.1-s1", "knn-code-r0.15-s0"]
+    short = [short_subset_name(n, names) for n in names]
+    assert short == ["nait-code-r0.1-s0", "nait-code-r0.1-s1", "rds-code-r0.1",
+                     "random-r0.1-s0", "random-r0.1-s1", "knn-code-r0.15"]

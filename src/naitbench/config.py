@@ -100,9 +100,14 @@ def used_raters(raters: Any, selectors: Any, methods: Sequence[str]) -> dict[str
     return {key: rater for key, rater in raters.items() if str(rater["dir"]) in dirs}
 
 
+def selection_draws(runs: Any) -> dict[str, list[int]]:
+    """`runs.selection_seeds` as plain lists: each resampled method's in-domain draws."""
+    return {str(m): list(seeds) for m, seeds in (_plain(runs.get("selection_seeds")) or {}).items()}
+
+
 def expected_subsets(runs: Any) -> list[str]:
     return subset_names(runs.targeted, runs.get("untargeted", []), runs.targets, runs.ratios,
-                        runs.random_seeds, _plain(runs.get("selection_seeds")))
+                        runs.random_seeds, selection_draws(runs))
 
 
 def _plain(node: Any) -> Any:

@@ -30,7 +30,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from naitbench.config import REPO_DIR, subset_names, trained_pairs
+from naitbench.config import REPO_DIR, selection_draws, subset_names, trained_pairs
 from naitbench.data.pool import read_rows, subsample
 from naitbench.data.records import BadRecordLog
 from naitbench.data.template import format_prompt
@@ -126,11 +126,12 @@ def arm_tokens(cfg: DictConfig, lengths: list[tuple[float, float]] | None, name:
 
 
 def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0,
-             cells: int = 1) -> dict[str, float]:
+             cells: int = 1, train_precision: str = "fp32") -> dict[str, float]:
     """Seconds per stage group for the whole matrix of `cfg` (a composed config), on a
     machine `speed` times as fast as the one the rates were measured on (one factor, or one
     per stage group); `cells` train and evaluate cells at once (`make repro CELLS=2`) divide
-    those stages by the measured `estimate.cells_gain`."""
+    those stages by the measured `estimate.cells_gain` (training's measured per precision:
+    `train_precision`, what training computes in on this machine)."""
     rates: Mapping[str, Any] = cfg.estimate
     lengths = pool_lengths(cfg)
     n_pool = len(lengths) if lengths is not None else int(rates.hub_pool_records)
@@ -153,7 +154,7 @@ def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0,
     less = cfg.selectors.less  # warmup and gradient features are cached across stages
     once = {"less": less.warmup_epochs * (tokens * (1 + less.warmup_ratio) + target_tokens)
             / rates.grad_tok_s}
-    draws = {m: list(s) for m, s in (runs.get("selection_seeds") or {}).items()}  # seeds
+    draws = selection_draws(runs)
     stages = ([(m, n_targets * n_ratios * len(draws.get(m, [0]))) for m in runs.targeted]
               + [(m, n_ratios) for m in runs.untargeted] + [("random", n_ratios *
                                                               len(runs.random_seeds))])
@@ -186,7 +187,10 @@ def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0,
         if int(gains.get("cells", 0)) != cells:
             raise NoRates(f"estimate.cells_gain was measured with {gains.get('cells')} cells at "
                           f"once, not {cells}: measure it (make bench) for this count")
-        out[TRAIN] /= float(gains.train)
+        if train_precision not in gains.train:
+            raise NoRates(f"estimate.cells_gain.train has no gain measured for "
+                          f"{train_precision} training: {sorted(gains.train)}")
+        out[TRAIN] /= float(gains.train[train_precision])
         out[EVALUATE] /= float(gains.evaluate)
     return out
 
@@ -220,13 +224,16 @@ def probe_seconds(repeats: int = 5) -> float:
     return best
 
 
-def bf16_gain(block: Mapping[str, int], backward: bool, repeats: int = 5) -> float:
+def bf16_gain(block: Mapping[str, int], backward: bool, repeats: int = 5,
+              frozen: bool = False) -> float:
     """How much faster a Llama decoder block shaped like the model (`block`: hidden, mlp,
     heads, kv_heads, tokens) runs under bf16 autocast than in fp32 on this CPU: forward only,
-    or forward and backward (training). Matrix products alone overstate it (they gain about
-    2.4x where a block gains 1.8x forward, 1.5x with backward on a native-bf16 EPYC). The two
-    are timed back to back and the median of `repeats` such ratios taken, so a burst of load
-    from other jobs moves one ratio, not the result."""
+    or forward and backward (training); `frozen`: the block's weights take no gradient, as
+    under LoRA, so the backward pass computes only the input's gradient. Matrix products
+    alone overstate it (they gain about 2.4x where a block gains 1.8x forward, 1.5x with
+    backward on a native-bf16 EPYC). The two are timed back to back and the median of
+    `repeats` such ratios taken, so a burst of load from other jobs moves one ratio, not the
+    result."""
     import time
 
     import torch
@@ -239,7 +246,7 @@ def bf16_gain(block: Mapping[str, int], backward: bool, repeats: int = 5) -> flo
                          head_dim=block["hidden"] // block["heads"])
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    layer = LlamaDecoderLayer(config, 0)
+    layer = LlamaDecoderLayer(config, 0).requires_grad_(not frozen)
     length = 256
     x = torch.randn(max(1, block["tokens"] // length), length, block["hidden"])
     rope = LlamaRotaryEmbedding(config)(x, torch.arange(length)[None])
@@ -335,7 +342,8 @@ def plan(cfg: DictConfig, probe: bool = True) -> Plan:
              f"{cfg.estimate.probe_reference_s} s): x {fp32:.2f}"]
     gains = {}
     for backward in sorted({part == TRAIN for part, p in precision.items() if p == "bf16"}):
-        gains[backward] = bf16_gain(cfg.estimate.probe_block, backward)
+        gains[backward] = bf16_gain(cfg.estimate.probe_block, backward,
+                                    frozen=backward and cfg.train.method == "lora")
         kind = "forward and backward" if backward else "forward"
         notes.append(f"bf16 gain of a decoder block ({kind}) here: x {gains[backward]:.2f}")
     speed = {part: fp32 * (gains[part == TRAIN] if p == "bf16" else 1.0)
@@ -373,7 +381,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = OmegaConf.load(args.params)
     try:
         here = plan(cfg, probe=not args.no_probe)
-        parts = estimate(OmegaConf.merge(cfg, {"estimate": here.rates}), here.speed, args.cells)
+        parts = estimate(OmegaConf.merge(cfg, {"estimate": here.rates}), here.speed, args.cells,
+                         here.precision.get(TRAIN, "fp32"))
     except NoRates as error:
         print(f"No estimate for profile '{cfg.profile_name}': {error}", flush=True)
         return

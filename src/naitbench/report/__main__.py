@@ -21,6 +21,7 @@ from naitbench.report.names import (
     arm_label,
     arm_names,
     arm_order,
+    short_subset_name,
     task_heading,
     task_order,
     task_title,
@@ -51,7 +52,7 @@ def overlap_section(data_dir: Path, ratio_names: dict) -> list[str]:
             lines += [f"Ratio {ratio:g}: core subset shared by all {len(methods)} method "
                       f"subsets (random draws excluded): {core} samples.", ""]
         jaccard = overlap(ids)["jaccard"]
-        short = {n: n.removesuffix("-s0") if not n.startswith("random-") else n for n in ids}
+        short = {n: short_subset_name(n, ids) for n in ids}
         lines += ["| Jaccard | " + " | ".join(short[n] for n in ids) + " |",
                   "|---|" + "---|" * len(ids)]
         for a in ids:

@@ -109,3 +109,13 @@ def arm_names(rows: Iterable[Row]) -> dict[tuple, str]:
 def unit(metric: str) -> str:
     """The metric in words, e.g. "bits per byte"."""
     return METRIC_UNITS.get(metric, metric)
+
+
+def short_subset_name(name: str, names: Iterable[str]) -> str:
+    """A method subset's name without its "-s0" when it is the method's only subset (one
+    selection); random draws and selection-seed siblings keep their seed."""
+    stem = name.removesuffix("-s0")
+    if name.startswith("random-") or stem == name or \
+            any(other.startswith(f"{stem}-s") and other != name for other in names):
+        return name
+    return stem

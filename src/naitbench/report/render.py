@@ -63,7 +63,9 @@ def legend(rows: list[Row]) -> list[str]:
             f"over its comparisons; elsewhere it is per comparison. **Rank** 1 of n+1 means "
             f"better than all n random subsets. **Smallest detectable difference**: the true "
             f"difference the same t test detects with 80% power at the 5% level; a verdict "
-            f"on a smaller difference rests on few subsets."]
+            f"on a smaller difference rests on few subsets. **Replicate sd**: the standard "
+            f"deviation of an arm's replicate means (its training seeds, its selection seeds' "
+            f"subsets, or the random subsets)."]
 
 
 def _answer_phrase(name: str, row: Row) -> str:
@@ -127,7 +129,7 @@ def answer(rows: list[Row]) -> list[str]:
 def compact_table(rows: list[Row], task: str) -> list[str]:
     """One task's arms: mean, seed spread, difference to random subsets, rank, verdict."""
     names = arm_names(rows)
-    lines = ["| arm | mean | between-seed sd | difference to random [95% interval] | "
+    lines = ["| arm | mean | replicate sd | difference to random [95% interval] | "
              "rank among random subsets | verdict |", "|---|---|---|---|---|---|"]
     for r in sorted((r for r in rows if r.task == task), key=arm_order):
         c = r.vs_random
@@ -142,7 +144,7 @@ def sentence(row: Row, name: str) -> str:
     what = unit(row.metric)
     if row.method == REFERENCE_RANDOM:
         return (f"The random subsets ({row.n} models) score {_fmt(row.mean)} {what} on "
-                f"average, with a between-seed standard deviation of {_fmt(row.sd)}; their "
+                f"average, with a between-subset standard deviation of {_fmt(row.sd)}; their "
                 f"range ({_fmt(min(row.values))} to {_fmt(max(row.values))}) is the grey band "
                 f"in the figure.")
     name = name[0].upper() + name[1:]
@@ -169,7 +171,7 @@ def sentence(row: Row, name: str) -> str:
 def details_table(rows: list[Row], task: str) -> list[str]:
     """Every statistic of one task, against random subsets and against full data."""
     names = arm_names(rows)
-    lines = ["| arm | id | n | mean | between-seed sd | vs random: difference [95% interval] | "
+    lines = ["| arm | id | n | mean | replicate sd | vs random: difference [95% interval] | "
              "verdict | smallest detectable | vs full data: difference [95% interval] | "
              "verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted((r for r in rows if r.task == task), key=arm_order):
@@ -203,8 +205,16 @@ def cost_table(costs: list[Mapping]) -> list[str]:
 
 def stability_table(costs: list[Mapping]) -> list[str]:
     """Each selector's overlap of its top subset between bootstrap resamples of its
-    in-domain samples (naitbench.select.stability); empty when no manifest holds one."""
-    stable = [c for c in costs if c.get("stability")]
+    in-domain samples (naitbench.select.stability); empty when no manifest holds one. The
+    draws resample the whole in-domain set, so a selector's subsets from several selection
+    seeds share one measurement: it is listed once."""
+    seen: set[str] = set()
+    stable = []
+    for cost in costs:
+        key = repr((cost["method"], cost.get("target"), cost.get("stability")))
+        if cost.get("stability") and key not in seen:
+            seen.add(key)
+            stable.append(cost)
     if not stable:
         return []
     lines = ["Mean Jaccard index of the selected subset between bootstrap resamples of the "

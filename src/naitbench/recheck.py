@@ -1,9 +1,11 @@
-"""`python -m naitbench.report.recheck --venv .venv`: rebuild a committed revision from a fresh
+"""`python -m naitbench.recheck --venv .venv`: rebuild a committed revision from a fresh
 clone and compare every score with the committed one.
 
 A results page is only worth what a rebuild gives back. This clones the repository at a
-commit into a temporary directory, runs `dvc repro` there with an existing virtual
-environment (building one takes minutes) and the local data mirror, then compares:
+commit into a temporary directory and runs the matrix there the way `make repro` does (the
+train and evaluate cells `--cells` at once through naitbench.scale, the cores split between
+them, then `dvc repro`; `--cells 1`: plain `dvc repro`), with an existing virtual environment
+(building one takes minutes) and the local data mirror, then compares:
 - every number in `data/scores/**/metrics.json`,
 - every number of the report's `comparison.json` rows (means, replicate values, between-seed
   sd, differences to random and to full data with their intervals, ranks),
@@ -35,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from naitbench.io import atomic_open
+from naitbench.models.precision import NATIVE_BF16_CPU_FLAGS
 
 TOLERANCE = 1e-4
 SCORES_DIR = "data/scores"
@@ -326,12 +329,23 @@ def point_at_mirror(params: object, old: str, new: str) -> object:
     return params
 
 
+def repro_commands(bin_dir: Path, cells: int, cores: int) -> list[list[str]]:
+    """The commands of the Makefile's `repro` target (its estimate aside): with `cells` > 1
+    the pending train and evaluate cells `cells` at once, `cores // cells` threads each,
+    through Hydra's joblib launcher; then `dvc repro` for the rest."""
+    if cells < 1:
+        raise ValueError(f"--cells {cells}: give 1 (plain dvc repro) or more")
+    scale = [str(bin_dir / "python"), "-m", "naitbench.scale", "hydra/launcher=joblib",
+             f"hydra.launcher.n_jobs={cells}", f"scale.threads={max(1, cores // cells)}"]
+    return ([scale] if cells > 1 else []) + [[str(bin_dir / "dvc"), "repro"]]
+
+
 def rebuild(repo: Path, commit: str, venv: Path, data_root: Path | None,
-            workdir: Path) -> tuple[Path, float]:
-    """Clone `repo` at `commit` into `workdir`/repo, remove the committed results there,
-    point its committed params.yaml at the data mirror (default: the committed data root as
-    seen from `repo`) and run every stage (`dvc repro --force`) with `venv`'s tools; return
-    the clone and the repro's wall time (s)."""
+            workdir: Path, cells: int = 2) -> tuple[Path, float]:
+    """Clone `repo` at `commit` into `workdir`/repo, remove the committed results there (so
+    every stage runs), point its committed params.yaml at the data mirror (default: the
+    committed data root as seen from `repo`) and run `repro_commands` with `venv`'s tools;
+    return the clone and the repro's wall time (s)."""
     import yaml
 
     bin_dir = Path(venv).resolve() / "bin"
@@ -357,7 +371,8 @@ def rebuild(repo: Path, commit: str, venv: Path, data_root: Path | None,
            "PYTHONPATH": f"{clone / 'src'}{os.pathsep}{clone}",
            "VIRTUAL_ENV": str(bin_dir.parent)}
     began = time.perf_counter()
-    subprocess.run([str(bin_dir / "dvc"), "repro", "--force"], cwd=clone, env=env, check=True)
+    for command in repro_commands(bin_dir, cells, os.cpu_count() or 1):
+        subprocess.run(command, cwd=clone, env=env, check=True)
     return clone, time.perf_counter() - began
 
 
@@ -372,6 +387,21 @@ def rebuilt_versions(clone: Path) -> dict[str, str]:
 
 # --- output -----------------------------------------------------------------------------
 
+def cpu_kind(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's model name and its native bf16 instructions (or "no native bf16"): bf16
+    kernels differ between AMX, AVX512-BF16 and emulation, so rebuilt bf16 numbers match
+    only on the same kind (docs/reproducibility.md)."""
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        return "CPU unknown"
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
+                platform.processor() or "CPU")
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    native = [f for f in NATIVE_BF16_CPU_FLAGS if f in flags]
+    return f"{name}; {', '.join(native) if native else 'no native bf16'}"
+
+
 def _fmt(value: float | str | None) -> str:
     if value is None:
         return "missing"
@@ -381,17 +411,16 @@ def _fmt(value: float | str | None) -> str:
 
 
 def summary(commit: str, checks: Sequence[Check], unmatched: Sequence[PageNumber],
-            page: str | None, wall_s: float | None, tolerance: float,
+            page: str | None, how: str, tolerance: float,
             versions: Mapping[str, str]) -> str:
-    """The Markdown section for the results page."""
+    """The Markdown section for the results page; `how` says how the rebuild ran."""
     scores = [c for c in checks if c.source != "artefact"]
     artefacts = [c for c in checks if c.source == "artefact"]
     software = ", ".join(f"{k} {v}" for k, v in versions.items() if v) or "versions unknown"
     lines = ["## Rebuild from a fresh clone", "",
-             f"`python -m naitbench.report.recheck` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: "
-             f"a fresh clone of `{commit[:7]}`, `dvc repro` from nothing"
-             + (f" ({wall_s / 60:.1f} min)" if wall_s is not None else "")
-             + f", on {platform.machine()} with {os.cpu_count()} CPUs, {software}. "
+             f"`python -m naitbench.recheck` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: "
+             f"a fresh clone of `{commit[:7]}`, {how}, on {platform.machine()} with "
+             f"{os.cpu_count()} CPUs ({cpu_kind()}), {software}. "
              f"A number differs when it is more than {tolerance:g} from the rebuilt one "
              "(a printed number: plus half a unit of its last decimal).", "",
              "| compared | numbers | differ | largest difference |", "|---|---|---|---|"]
@@ -435,7 +464,7 @@ def recheck(committed: Snapshot, rebuilt: Snapshot,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m naitbench.report.recheck",
+    parser = argparse.ArgumentParser(prog="python -m naitbench.recheck",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--venv", type=Path, help="an existing virtual environment with "
                         "this project's dependencies (e.g. .venv after `make install`)")
@@ -447,6 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "temporary directory, kept for inspection)")
     parser.add_argument("--rebuilt", type=Path, help="compare an already rebuilt clone "
                         "instead of rebuilding")
+    parser.add_argument("--cells", type=int, default=2, help="train and evaluate cells at "
+                        "once, as `make repro CELLS=N` (default 2, the Makefile's); 1: plain "
+                        "`dvc repro`")
     parser.add_argument("--page", default=DEFAULT_PAGE, help="results page to check")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE)
     parser.add_argument("--out", type=Path, help="Markdown summary (default: "
@@ -456,23 +488,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if _git(args.repo, "status", "--porcelain", "--untracked-files=no").strip():
         print(f"note: {args.repo} has uncommitted changes; the rebuild uses {commit[:7]}",
               file=sys.stderr)
-    wall_s = None
     if args.rebuilt is not None:
         clone = args.rebuilt
+        how = f"rebuilt beforehand in `{clone}` (not timed here)"
     else:
         if args.venv is None:
             parser.error("--venv is required unless --rebuilt is given")
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="naitbench-recheck-"))
         workdir.mkdir(parents=True, exist_ok=True)
         clone, wall_s = rebuild(args.repo.resolve(), commit, args.venv, args.data_root,
-                                workdir)
+                                workdir, args.cells)
+        path = "plain `dvc repro`" if args.cells == 1 else \
+            f"`make repro`'s path with {args.cells} cells at once"
+        how = f"{path} from nothing ({wall_s / 60:.1f} min)"
     checks, unmatched = recheck(snapshot_from_git(args.repo, commit, args.page),
                                 snapshot_from_tree(clone, args.page), args.tolerance)
     for check in checks:
         if check.differs and check.source != "artefact":
             print(f"DIFFERS {check.source:10s} {check.key}: committed {_fmt(check.committed)}"
                   f", rebuilt {_fmt(check.rebuilt)}")
-    text = summary(commit, checks, unmatched, args.page, wall_s, args.tolerance,
+    text = summary(commit, checks, unmatched, args.page, how, args.tolerance,
                    rebuilt_versions(clone))
     out = args.out or clone.parent / "recheck.md"
     with atomic_open(out) as handle:
