@@ -1,7 +1,12 @@
 """The matrix's cells through Hydra's real launchers (naitbench.scale): a reduced smoke matrix
 (NAIT and one random subset, so 7 cells: 3 trainings, 4 scorings) prepared once up to its
 subsets, then run by a sequential `dvc repro`, by joblib with 2 workers and by submitit's
-local executor; every run must end with the same scores and DVC's bookkeeping exact."""
+local executor; every run must end with the same scores and DVC's bookkeeping exact.
+
+Every run gives each cell one intra-op thread (`scale.threads=1`, what `make repro` gives two
+cells on two cores; the sequential reference the same through the thread variables): scores
+are exact only at equal thread counts, since the matrix kernels split their sums by thread
+(bf16 training on an AMX CPU moved a score by 2.5e-7 between one thread and two)."""
 
 from __future__ import annotations
 
@@ -16,9 +21,12 @@ import pytest
 from conftest import repo_copy, run_ok
 from omegaconf import OmegaConf
 
+from naitbench.scale.job import cell_env
+
 pytestmark = pytest.mark.slow
 
 MATRIX = ["runs.targeted=[nait]", "runs.untargeted=[]", "runs.random_seeds=[0]"]
+THREADS = 1   # intra-op threads per cell in every run (module doc)
 CELLS = {"train_full@0", "train@nait-code-r0.1-s0-seed0", "train@random-r0.1-s0-seed0",
          "evaluate_base", "evaluate_full@0", "evaluate@nait-code-r0.1-s0-seed0",
          "evaluate@random-r0.1-s0-seed0"}
@@ -55,15 +63,15 @@ def _stale(project: Path, env: dict) -> set[str]:
 
 
 def _scale(project: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "naitbench.scale", *args], cwd=project, env=env,
-                          capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "naitbench.scale", f"scale.threads={THREADS}",
+                           *args], cwd=project, env=env, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
 def reference(prepared, tmp_path_factory) -> dict[str, dict]:
     """Scores of a sequential `dvc repro` of the same matrix."""
     project, env = _clone(prepared, tmp_path_factory.mktemp("sequential"))
-    out = run_ok([sys.executable, "-m", "dvc", "repro"], project, env)
+    out = run_ok([sys.executable, "-m", "dvc", "repro"], project, cell_env(env, THREADS, None))
     assert all(f"Running stage '{cell}'" in out for cell in CELLS)
     scores = _scores(project)
     assert len(scores) == 4
@@ -152,7 +160,7 @@ def test_slurm_config_composes_and_renders_its_sbatch_script(tmp_path, monkeypat
 
 
 def test_gpu_slots_give_running_cells_different_devices(tmp_path):
-    from naitbench.scale.job import cell_env, gpu_slot
+    from naitbench.scale.job import gpu_slot
 
     with gpu_slot(tmp_path, 2) as first, gpu_slot(tmp_path, 2) as second:
         assert {first, second} == {"0", "1"}

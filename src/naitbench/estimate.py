@@ -15,8 +15,11 @@ workload shaped like the model's matrix products and its vocabulary softmax, tim
 reference machine), and for each stage that runs in bf16 here (what `precision: auto` resolves
 to on this CPU) by the bf16 gain of a decoder block shaped like the model (`probe_block`,
 timed in fp32 and in bf16 on this machine: forward for extraction and scoring, forward and
-backward for training). It counts every stage as if nothing were cached, so a resumed run
-finishes sooner.
+backward for training, the block's weights frozen under LoRA). Two cells at once divide train
+and evaluate by `estimate.cells_gain` (training's per precision). It counts every stage as if
+nothing were cached, so a resumed run finishes sooner. On AVX-512 CPUs both probes overstate
+the LoRA step (docs/results/embedded.md, "The estimate's training rate"): there the training
+time is a lower bound.
 """
 
 from __future__ import annotations
