@@ -48,11 +48,11 @@ def _variants(cfg: dict) -> dict[str, dict]:
     return out
 
 
-def _time_variants(model_dir: Path, source: Path, variants: dict[str, dict]
+def _time_variants(cfg: dict, model_dir: Path, source: Path, variants: dict[str, dict]
                    ) -> tuple[dict[str, Callable[[], None]], dict[str, float], int, float]:
-    """Each variant's run, its best-of-2 wall time (interleaved), the tokens one run trains,
-    and the warm-up time (first run of each variant, compilation included)."""
-    cfg = OmegaConf.to_container(compose([]).train)   # the default LoRA settings
+    """Each variant's run under the train settings `cfg`, its best-of-2 wall time
+    (interleaved), the tokens one run trains, and the warm-up time (first run of each
+    variant, compilation included)."""
     tokenizer = load_tokenizer(model_dir)
     records = read_jsonl(source / "pool" / "pool.jsonl")[:N]
     encoded, _ = encode_all(tokenizer, records, cfg["max_length"])
@@ -107,8 +107,9 @@ def _rows(variants: dict[str, dict], best: dict[str, float], tokens: int) -> dic
 
 def test_lora_step_fp32_settings_vs_default(benchmark, bench_model, bench_source):
     """tokens/s of each variant of the fp32 LoRA step over the default's."""
-    variants = _variants(OmegaConf.to_container(compose([]).train))
-    runs, best, tokens, warm_up_s = _time_variants(bench_model, bench_source, variants)
+    cfg = OmegaConf.to_container(compose([]).train)   # the default LoRA settings
+    variants = _variants(cfg)
+    runs, best, tokens, warm_up_s = _time_variants(cfg, bench_model, bench_source, variants)
     benchmark.pedantic(runs["default"], rounds=1, iterations=1)
     benchmark.extra_info.update({"precision": "fp32", "records": N, "tokens": tokens,
                                  "warm_up_s": warm_up_s,
@@ -120,11 +121,12 @@ def test_lora_step_bf16_vs_fp32_and_the_estimates_probe(benchmark, bench_model, 
     """bf16 autocast over fp32 for the default LoRA step, and what the estimate's decoder-block
     probe reads on this machine: with the block's weights trained (the probe before) and
     frozen (LoRA's case). The step's ratio is the gain the estimate should predict."""
-    cfg = OmegaConf.to_container(compose([]).train)
-    default = _variants(cfg)["default"]
+    composed = OmegaConf.to_container(compose([]))   # the default settings
+    default = _variants(composed["train"])["default"]
     variants = {"default": default, "bf16 autocast": {**default, "precision": "bf16"}}
-    runs, best, tokens, warm_up_s = _time_variants(bench_model, bench_source, variants)
-    block = OmegaConf.to_container(compose([]).estimate.probe_block)
+    runs, best, tokens, warm_up_s = _time_variants(composed["train"], bench_model, bench_source,
+                                                   variants)
+    block = composed["estimate"]["probe_block"]
     probes = {"block, weights trained": bf16_gain(block, backward=True),
               "block, weights frozen": bf16_gain(block, backward=True, frozen=True)}
     benchmark.pedantic(runs["bf16 autocast"], rounds=1, iterations=1)

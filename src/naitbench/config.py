@@ -192,7 +192,7 @@ def check_runs(cfg: DictConfig) -> None:
         if key in runs:
             args = ((runs.targeted, runs.targets, runs.ratios) if key == "resampled"
                     else (runs.targeted,))
-            expected = derived(*args, _plain(runs.get("selection_seeds")))
+            expected = derived(*args, selection_draws(runs))
             if _plain(runs[key]) != expected:
                 raise ConfigError(f"runs.{key} does not match runs.targeted/targets/ratios/"
                                   f"selection_seeds; rewrite params.yaml (python -m "

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from naitbench.io import atomic_open
-from naitbench.models.precision import NATIVE_BF16_CPU_FLAGS
+from naitbench.models.precision import cpu_info, native_bf16_flags
 
 TOLERANCE = 1e-4
 SCORES_DIR = "data/scores"
@@ -391,15 +391,12 @@ def cpu_kind(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     """The CPU's model name and its native bf16 instructions (or "no native bf16"): bf16
     kernels differ between AMX, AVX512-BF16 and emulation, so rebuilt bf16 numbers match
     only on the same kind (docs/reproducibility.md)."""
-    try:
-        lines = Path(cpuinfo).read_text().splitlines()
-    except OSError:
+    info = cpu_info(cpuinfo)
+    if not info:
         return "CPU unknown"
-    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
-                platform.processor() or "CPU")
-    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
-    native = [f for f in NATIVE_BF16_CPU_FLAGS if f in flags]
-    return f"{name}; {', '.join(native) if native else 'no native bf16'}"
+    native = native_bf16_flags(info)
+    return (f"{info.get('model name') or platform.processor() or 'CPU'}; "
+            f"{', '.join(native) if native else 'no native bf16'}")
 
 
 def _fmt(value: float | str | None) -> str:

@@ -23,17 +23,31 @@ PRECISION_NAMES = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16",
                    torch.float16: "fp16"}
 
 
-@functools.cache
-def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """True when the CPU advertises native bf16 arithmetic (Linux /proc/cpuinfo flags)."""
+def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, str]:
+    """The first CPU's fields of Linux /proc/cpuinfo ("model name", "flags", ...); empty
+    where the file cannot be read."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
-        return False
+        return {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return any(flag in line.split() for flag in NATIVE_BF16_CPU_FLAGS)
-    return False
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def native_bf16_flags(info: dict[str, str]) -> list[str]:
+    """Which of the native bf16 instruction flags a `cpu_info` result advertises."""
+    flags = info.get("flags", "").split()
+    return [flag for flag in NATIVE_BF16_CPU_FLAGS if flag in flags]
+
+
+@functools.cache
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """True when the CPU advertises native bf16 arithmetic (Linux /proc/cpuinfo flags)."""
+    return bool(native_bf16_flags(cpu_info(cpuinfo)))
 
 
 def resolve_autocast(precision: str, device: str) -> torch.dtype | None:
