@@ -123,10 +123,10 @@ def test_training_seeds_per_method_fan_out_the_train_stages():
 
 def test_the_default_replicates_nait_and_rds_over_selection_seeds():
     """The embedded default (#22's sizing): NAIT and RDS+ twice each, from in-domain bootstrap
-    draws, one training seed, six random subsets; nothing else selected."""
+    draws, one training seed, three random subsets; nothing else selected."""
     runs = validate(compose(["profile=embedded"])).runs
     assert list(runs.subsets) == ["nait-code-r0.1-s0", "nait-code-r0.1-s1", "rds-code-r0.1-s0",
-                                  "rds-code-r0.1-s1", *[f"random-r0.1-s{k}" for k in range(6)]]
+                                  "rds-code-r0.1-s1", *[f"random-r0.1-s{k}" for k in range(3)]]
     assert sorted(runs.resampled) == list(runs.subsets)[:4] and not runs.targeted_once
     assert {s for _, s in trained_pairs(runs)} == {0}
 
