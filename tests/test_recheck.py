@@ -183,6 +183,7 @@ def test_the_cpu_kind_names_the_native_bf16_instructions(tmp_path):
     info.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu avx2 "
                     "avx512_bf16 amx_bf16\n")
     assert cpu_kind(info) == "Some Xeon; avx512_bf16, amx_bf16"
-    info.write_text("model name\t: Some EPYC\nflags\t\t: fpu avx2\n")
-    assert cpu_kind(info) == "Some EPYC; no native bf16"
+    info.write_text("cpu family\t: 26\nmodel\t\t: 2\nmodel name\t: Some EPYC\n"
+                    "flags\t\t: fpu avx2\n")
+    assert cpu_kind(info) == "Some EPYC (family 26, model 2); no native bf16"
     assert cpu_kind(tmp_path / "missing") == "CPU unknown"

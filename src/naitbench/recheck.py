@@ -388,15 +388,18 @@ def rebuilt_versions(clone: Path) -> dict[str, str]:
 # --- output -----------------------------------------------------------------------------
 
 def cpu_kind(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    """The CPU's model name and its native bf16 instructions (or "no native bf16"): bf16
-    kernels differ between AMX, AVX512-BF16 and emulation, so rebuilt bf16 numbers match
-    only on the same kind (docs/reproducibility.md)."""
+    """The CPU's model name, family and model numbers (a VM's model name can be as short as
+    "AMD EPYC") and its native bf16 instructions (or "no native bf16"): bf16 kernels differ
+    between AMX, AVX512-BF16 and emulation, so rebuilt bf16 numbers match only on the same
+    kind (docs/reproducibility.md)."""
     info = cpu_info(cpuinfo)
     if not info:
         return "CPU unknown"
+    name = info.get("model name") or platform.processor() or "CPU"
+    if "cpu family" in info and "model" in info:
+        name += f" (family {info['cpu family']}, model {info['model']})"
     native = native_bf16_flags(info)
-    return (f"{info.get('model name') or platform.processor() or 'CPU'}; "
-            f"{', '.join(native) if native else 'no native bf16'}")
+    return f"{name}; {', '.join(native) if native else 'no native bf16'}"
 
 
 def _fmt(value: float | str | None) -> str:
