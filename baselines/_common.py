@@ -19,6 +19,7 @@ def pool_losses(ctx: SelectionContext, model_dir: str | Path, with_prompt: bool,
     pairs = [(r["prompt"] if with_prompt else "", r["response"]) for r in ctx.pool]
     losses, tokens = response_losses(model, tokenizer, pairs, max_length=max_length,
                                      batch_size=batch_size,
+                                     autocast=ctx.autocast(next(model.parameters()).device),
                                      desc="loss | prompt" if with_prompt else "loss alone")
     ctx.add_cost(forward_tokens=tokens)
     return losses

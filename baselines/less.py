@@ -19,9 +19,11 @@ Projected features are stored under the selector's artefact directory and reused
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from tqdm import tqdm
 
 from naitbench.io import content_hash
 from naitbench.models.load import load_tokenizer
+from naitbench.models.precision import PRECISION_NAMES, resolve_autocast
 from naitbench.select.aggregate import zscore_mean
 from naitbench.select.protocol import SelectionContext, Selector
 from naitbench.train import METRICS_FILE, train
@@ -65,11 +68,13 @@ def _mean_response_loss(model: Any, params: dict, frozen: dict, ids: torch.Tenso
 def per_sample_grads(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
                      max_length: int, batch_size: int = 8,
                      transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     autocast: AbstractContextManager | None = None,
                      ) -> tuple[torch.Tensor, int]:
     """[n, D] gradients of each sample's mean response-token loss w.r.t. the trainable
     parameters (flattened in named_parameters order), in batches with torch.func
     (vmap over grad: exact per-sample gradients); and the tokens processed. `transform`
-    maps each batch's [b, D] block (e.g. precondition and project) before it is kept."""
+    maps each batch's [b, D] block (e.g. precondition and project) before it is kept; the
+    forward and backward run under `autocast` when given (gradients are kept in fp32)."""
     device = next(model.parameters()).device
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
@@ -83,8 +88,9 @@ def per_sample_grads(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]
     for start in tqdm(range(0, len(order), batch_size), desc="gradients", leave=False):
         rows = order[start:start + batch_size]
         batch = collate([encoded[i] for i in rows], tokenizer.pad_token_id)
-        grads = per_sample(params, frozen, *(batch[k].to(device) for k in
-                                             ("input_ids", "attention_mask", "labels")))
+        with autocast or contextlib.nullcontext():
+            grads = per_sample(params, frozen, *(batch[k].to(device) for k in
+                                                 ("input_ids", "attention_mask", "labels")))
         block = torch.cat([grads[n].flatten(1) for n in params], dim=1).float()
         for row, value in zip(rows, transform(block) if transform else block, strict=True):
             blocks[row] = value
@@ -181,7 +187,8 @@ class LESSSelector(Selector):
                                              exp_avg_sq.to(block.device), step, betas, eps))
         projected, tokens = per_sample_grads(model, tokenizer,
                                              [(r["prompt"], r["response"]) for r in records],
-                                             self.max_length, self.grad_batch_size, transform)
+                                             self.max_length, self.grad_batch_size, transform,
+                                             ctx.autocast(next(model.parameters()).device))
         ctx.add_cost(forward_tokens=tokens, backward_tokens=tokens)
         features = normalise(projected)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,9 +214,10 @@ class LESSSelector(Selector):
                 raise ValueError(f"{ckpt}: its trainable parameters do not match this LoRA")
             model.load_state_dict(trained, strict=False)
             model.eval()
-            optimizer = torch.load(ckpt / "optimizer.pt", weights_only=False)
+            optimizer = torch.load(ckpt / "optimizer.pt", weights_only=True)
+            dtype = resolve_autocast(ctx.precision, str(next(model.parameters()).device))
             feats = (root / "features" / f"{warm.name}-{ckpt.name}-d{self.proj_dim}"
-                     f"-s{ctx.seed}-L{self.max_length}")
+                     f"-s{ctx.seed}-L{self.max_length}-{PRECISION_NAMES[dtype]}")
             pool = self._features(model, tokenizer, ctx.pool, feats / "pool.npy", ctx, optimizer)
             for target, records in ctx.targets.items():
                 tfeat = self._features(model, tokenizer, records, feats / f"{target}.npy",

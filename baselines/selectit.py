@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,9 @@ def rating_token_ids(tokenizer: Any, k: int) -> list[int]:
 
 @torch.no_grad()
 def rating_probabilities(model: Any, tokenizer: Any, texts: Sequence[str], k: int, *,
-                         max_length: int, batch_size: int) -> tuple[np.ndarray, int]:
+                         max_length: int, batch_size: int,
+                         autocast: AbstractContextManager | None = None,
+                         ) -> tuple[np.ndarray, int]:
     """[n, K] next-token probabilities of the ratings after each text (renormalised over the
     rating tokens), one forward pass per text; and the forward tokens used. Texts longer
     than max_length keep their end (where the rating question is).
@@ -44,6 +48,7 @@ def rating_probabilities(model: Any, tokenizer: Any, texts: Sequence[str], k: in
     Batches hold texts of similar length, left-padded (positions counted from each text's
     first real token), and only the last position's logits are computed: with a large
     vocabulary (Gemma's 262k) full logits would cost more than the transformer itself.
+    The forward runs under `autocast` when given; the softmax is taken in fp64.
     """
     ids = rating_token_ids(tokenizer, k)
     encoded = [tokenizer.encode(t)[-max_length:] for t in texts]
@@ -60,8 +65,9 @@ def rating_probabilities(model: Any, tokenizer: Any, texts: Sequence[str], k: in
             input_ids[j, width - len(encoded[i]):] = torch.tensor(encoded[i])
             mask[j, width - len(encoded[i]):] = 1
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                       position_ids=positions.to(device), logits_to_keep=1).logits[:, -1]
+        with autocast or contextlib.nullcontext():
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                           position_ids=positions.to(device), logits_to_keep=1).logits[:, -1]
         probs[rows] = torch.softmax(logits[:, ids].double(), -1).cpu().numpy()
         tokens += int(mask.sum())
     return probs, tokens
@@ -115,7 +121,8 @@ class SelectITSelector(Selector):
                                          response=r["response"], k=self.k) for r in ctx.pool]
                 probs, tokens = rating_probabilities(model, tokenizer, texts, self.k,
                                                      max_length=self.max_length,
-                                                     batch_size=self.batch_size)
+                                                     batch_size=self.batch_size,
+                                                     autocast=ctx.autocast(model.device))
                 ctx.add_cost(forward_tokens=tokens)
                 ratings.append(expected_rating(probs))
             per_model.append(sentence_score(np.stack(ratings, 1), self.alpha))

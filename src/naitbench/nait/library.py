@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 CENTRES = ("self", "pool", "library")
 SCORINGS = ("dot", "cosine")
@@ -79,8 +80,11 @@ def build_library(pool: np.ndarray, target: np.ndarray, layers: Sequence[int], k
                   else pool[:, layer].astype(np.float64).mean(axis=0))
         rows = rows - offset
         mean = rows.mean(axis=0)
-        _, singular, vt = np.linalg.svd(rows - mean if centre == "self" else rows,
-                                        full_matrices=False)
+        # one BLAS thread: a small SVD gains nothing from more, and OpenBLAS's spinning
+        # threads made it about 70x slower where another process held the cores
+        with threadpool_limits(limits=1, user_api="blas"):
+            _, singular, vt = np.linalg.svd(rows - mean if centre == "self" else rows,
+                                            full_matrices=False)
         ratio = singular**2 / max(float(np.sum(singular**2)), 1e-300)
         top = vt[:k].copy()
         signs = np.sign(top @ mean)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from naitbench.config import CONF_DIR, ConfigError, check_ratio, validate
 from naitbench.io import content_hash, file_hash
+from naitbench.models.precision import COMPUTE
 from naitbench.select.build import make_context, make_selector
 from naitbench.select.stability import stability
 from naitbench.select.subset import subset_name, top_ratio, write_subset
@@ -65,7 +66,7 @@ def select(cfg: DictConfig) -> Path:
                 "pool_hash": file_hash(pool_file), "n_pool": len(ids), "cost": ctx.cost,
                 "selector": OmegaConf.to_container(cfg.selectors[method] if method
                                                    else cfg.selector, resolve=True),
-                "model": str(cfg.model.dir)}
+                "model": str(cfg.model.dir), COMPUTE: ctx.compute}
     if selector.targeted and selector.stability_draws > 0:
         # stability resamples the whole in-domain set, not the draw this subset came from
         record = stability(selector, replace(every_sample, cfg=ctx.cfg, cost=ctx.cost),

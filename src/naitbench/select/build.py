@@ -42,4 +42,5 @@ def make_context(cfg: DictConfig, targeted: bool) -> SelectionContext:
     return SelectionContext(
         cfg=cfg, pool=read_jsonl(pool_file),
         targets={t: read_jsonl(data_dir / "targets" / t / "indomain.jsonl") for t in targets},
-        data_dir=data_dir, model_dir=Path(cfg.model.dir), seed=int(cfg.seed))
+        data_dir=data_dir, model_dir=Path(cfg.model.dir), seed=int(cfg.seed),
+        precision=str(cfg.select.get("precision", "auto")))

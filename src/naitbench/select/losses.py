@@ -8,7 +8,9 @@ sample is the mean next-token cross-entropy over its loss-carrying tokens.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -20,9 +22,10 @@ from naitbench.train.data import IGNORE_INDEX, collate, encode
 
 @torch.no_grad()
 def response_losses(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], *,
-                    max_length: int, batch_size: int,
-                    desc: str = "response loss") -> tuple[np.ndarray, int]:
+                    max_length: int, batch_size: int, desc: str = "response loss",
+                    autocast: AbstractContextManager | None = None) -> tuple[np.ndarray, int]:
     """Mean response-token loss of each (prompt, response) pair, and the forward tokens used.
+    The forward runs under `autocast` when given (the loss itself is taken in fp32).
 
     Sequences are truncated on the right to `max_length`; a pair left with no scored token
     (after the shift) raises, as its loss would be undefined.
@@ -39,8 +42,9 @@ def response_losses(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]]
         rows = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in
                  collate([encoded[i] for i in rows], tokenizer.pad_token_id).items()}
-        logits = model(input_ids=batch["input_ids"],
-                       attention_mask=batch["attention_mask"]).logits.float()
+        with autocast or contextlib.nullcontext():
+            logits = model(input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"]).logits.float()
         labels = batch["labels"][:, 1:]
         token_loss = torch.nn.functional.cross_entropy(
             logits[:, :-1].transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")

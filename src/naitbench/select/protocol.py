@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from omegaconf import DictConfig
 
 from naitbench.config import ConfigError
 from naitbench.features import FeatureStore, ensure_features
 from naitbench.features.capture import Spec, parse_specs
-from naitbench.models.precision import COMPUTE
+from naitbench.models.precision import COMPUTE, autocast, compute_record, resolve_autocast
 
 
 @dataclass
@@ -43,6 +44,10 @@ class SelectionContext:
     save_artefacts: bool = True
     #: stores and loaded features, shared by the bootstrap draws of this context
     loaded: dict = field(default_factory=dict, repr=False)
+    #: precision of a selector's own model passes (`select.precision`: auto | fp32 | bf16)
+    precision: str = "auto"
+    #: what those passes computed in (compute_record), set by `autocast`; None: no own pass
+    compute: dict | None = None
 
     def resampled(self, draw: int) -> SelectionContext:
         """The same context with every target's in-domain set replaced by a bootstrap draw
@@ -97,6 +102,12 @@ class SelectionContext:
         self.cost["forward_tokens"] += forward_tokens
         self.cost["backward_tokens"] += backward_tokens
         self.cost["wall_s"] += wall_s
+
+    def autocast(self, device: Any) -> torch.autocast:
+        """The autocast context of a selector's own model pass on `device` (bf16 where
+        `precision` resolves to it); records what it resolved to for the manifest."""
+        self.compute = compute_record(resolve_autocast(self.precision, str(device)), device)
+        return autocast(self.precision, str(device))
 
     def artefact_dir(self, name: str) -> Path:
         """Where a selector saves reusable artefacts (e.g. NAIT's feature library)."""

@@ -6,11 +6,13 @@ Layout of one checkpoint directory (`step-<n>` for resume, `epoch-<k>` when ever
                           state.json's `trainable_params`)
   scheduler.pt            the learning-rate scheduler's state_dict
   scaler.pt               fp16 only: the gradient scaler's state
-  rng-<rank>.pt           python/numpy/torch(/cuda) RNG states of each process
+  rng-<rank>.pt           python/numpy/torch(/cuda) RNG states of each process (tensors,
+                          numbers and tuples only)
   state.json              progress (step, epoch, batches consumed, loss curve...), fingerprint
   model/                  epoch checkpoints only: a loadable adapter (PEFT) or model directory
 A directory appears under its final name only once complete, so a crash mid-save leaves the
-previous checkpoint as the latest one.
+previous checkpoint as the latest one. Checkpoints may come from another machine or person:
+every .pt file is read with `torch.load(weights_only=True)`, which refuses pickled code.
 """
 
 from __future__ import annotations
@@ -30,9 +32,15 @@ from naitbench.io import write_json
 STATE_FILE = "state.json"
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
 def rng_state() -> dict[str, Any]:
-    """Every RNG a training step draws from (dropout uses torch's)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Every RNG a training step draws from (dropout uses torch's), as types a
+    weights-only load accepts (numpy's key array as a tensor)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -41,10 +49,24 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_pretrained_stable(model: Any, path: Path) -> None:
+    """`save_pretrained`, with a PEFT adapter's config written the same way by every process:
+    peft lists `target_modules` from a set, in an order that changes between processes,
+    which would give identical adapters different DVC hashes."""
+    model.save_pretrained(path)
+    config_file = Path(path) / ADAPTER_CONFIG
+    if config_file.exists():
+        config = json.loads(config_file.read_text())
+        if isinstance(config.get("target_modules"), list):
+            config["target_modules"] = sorted(config["target_modules"])
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def trainable_state(model: Any) -> dict[str, torch.Tensor]:
@@ -68,7 +90,7 @@ def save_checkpoint(accelerator: Any, path: Path, *, model: Any, optimizer: Any,
         if accelerator.scaler is not None:
             torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
         if save_model_dir:
-            unwrapped.save_pretrained(tmp / "model")
+            save_pretrained_stable(unwrapped, tmp / "model")
         write_json(tmp / STATE_FILE, state)
     accelerator.wait_for_everyone()
     torch.save(rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
@@ -105,13 +127,13 @@ def load_checkpoint(accelerator: Any, path: Path, *, model: Any, optimizer: Any,
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     if accelerator.scaler is not None:
-        accelerator.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=False))
+        accelerator.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
     rng_file = path / f"rng-{accelerator.process_index}.pt"
     if not rng_file.exists():
         raise ValueError(f"checkpoint {path} has no RNG state for process "
                          f"{accelerator.process_index}: resume with the same number of processes")
-    set_rng_state(torch.load(rng_file, weights_only=False))
+    set_rng_state(torch.load(rng_file, weights_only=True))
     return state

@@ -39,6 +39,7 @@ from naitbench.train.checkpoint import (
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
+    save_pretrained_stable,
 )
 from naitbench.train.data import IGNORE_INDEX, collate, encode_all, epoch_batches
 
@@ -386,7 +387,7 @@ def _save_final(model: Any, tokenizer: Any, path: Path, *, full: bool) -> None:
     """Write the adapter (or the full model and its tokenizer) under `path`, atomically."""
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    save_pretrained_stable(model, tmp)
     if full:
         tokenizer.save_pretrained(tmp)
     shutil.rmtree(path, ignore_errors=True)
