@@ -7,15 +7,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock Makefile | sha256sum | cut -c1-16)
 PROFILE ?=
 # Train and evaluate cells `make repro` runs at once (naitbench.scale through Hydra's joblib
-# launcher), the cores split between them; 1: plain `dvc repro`, one stage after another.
-CELLS ?= 2
+# launcher), the cores split between them; auto: measured on this machine (naitbench.machine).
+CELLS ?= auto
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install repro test lint bench params
+.PHONY: install repro resume test lint bench params
 
 install: $(STAMP)
 
@@ -29,15 +29,29 @@ $(STAMP): pyproject.toml requirements.lock Makefile
 	@touch $@
 
 ## The main job: `dvc repro` on the default (embedded) profile; PROFILE=name picks another.
-## With CELLS > 1 the pending train and evaluate cells run CELLS at once first (features and
-## selection brought up to date before them), then `dvc repro` finishes (the report).
+## CELLS=auto measures whether two cells at once train faster here than one
+## (naitbench.machine); the pending train and evaluate cells then run CELLS at once (features
+## and selection brought up to date before them, each cell scored soon after it is trained),
+## and `dvc repro` finishes (the report).
 repro: $(STAMP)
-	@if [ -n "$(PROFILE)" ]; then $(BIN)/python -m naitbench.config dump profile=$(PROFILE); fi
-	@$(BIN)/python -m naitbench.estimate --cells $(CELLS)
-	@if [ "$(CELLS)" -gt 1 ]; then threads=$$(( $$(nproc) / $(CELLS) )); \
-		$(BIN)/python -m naitbench.scale hydra/launcher=joblib hydra.launcher.n_jobs=$(CELLS) \
-			scale.threads=$$(( threads > 0 ? threads : 1 )); fi
-	$(BIN)/dvc repro
+	@set -e; \
+	if [ -n "$(PROFILE)" ]; then $(BIN)/python -m naitbench.config dump profile=$(PROFILE); fi; \
+	cells=$(CELLS); \
+	if [ "$$cells" = auto ]; then cells=$$($(BIN)/python -m naitbench.machine cells); fi; \
+	$(BIN)/python -m naitbench.estimate --cells $$cells; \
+	threads=$$(( $$(nproc) / cells )); \
+	$(BIN)/python -m naitbench.scale hydra/launcher=joblib hydra.launcher.n_jobs=$$cells \
+		scale.threads=$$(( threads > 0 ? threads : 1 )) scale.chunk=$$cells \
+		$(if $(RESUME),scale.allow_missing=true); \
+	$(BIN)/dvc repro $(if $(RESUME),--allow-missing)
+
+## Continue a matrix from what the repository holds (docs/reproducibility.md, "Resuming"):
+## cells whose small outputs and dvc.lock entries are committed are not run again; with a DVC
+## remote configured, what it holds is pulled first.
+resume: $(STAMP)
+	@if [ -n "$$($(BIN)/dvc remote list)" ]; then $(BIN)/dvc pull --allow-missing \
+		|| echo "dvc pull failed: resuming from what the repository holds"; fi
+	@$(MAKE) --no-print-directory repro RESUME=1
 
 ## The test suite (every test; CI runs exactly this).
 test: $(STAMP)

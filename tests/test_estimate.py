@@ -60,7 +60,9 @@ def test_estimate_matches_a_hand_computed_smoke_matrix(tmp_path):
     # models), LESS (2 warmup epochs over pool x 1.1 + code in-domain); NAIT, RDS+, length,
     # random need no pass of their own (nor does NAIT's variant)
     select = (5800 + 5000 + 10000 + 30000 + 2 * (5500 + 800)) / 10
-    assert parts["select (every method)"] == pytest.approx(select)
+    assert parts["select (LESS warmup, gradients)"] == pytest.approx(2 * (5500 + 800) / 10)
+    assert parts["select (every other method)"] + parts[
+        "select (LESS warmup, gradients)"] == pytest.approx(select)
     train = (11 * 500 + length + 5000) / 10
     assert sum(parts.values()) == pytest.approx(7 + 660 + select + train + 56 + 3)
     assert "total" in render(parts, "smoke")
@@ -115,10 +117,14 @@ def test_the_cpu_stages_are_timed_in_the_precision_auto_resolves_to():
     assert precision["features (one pass)"] == precision["train (LoRA, every subset and seed)"] \
         == native
     assert precision["evaluate (lm-eval, every model)"] == "fp32"   # eval.dtype auto on a CPU
+    assert precision["select (every other method)"] == native   # select.precision auto
+    assert precision["select (LESS warmup, gradients)"] == native
     forced = cpu_precisions(compose(["profile=embedded", "train.precision=fp32",
-                                     "eval.dtype=bfloat16"]))
+                                     "eval.dtype=bfloat16", "select.precision=fp32"]))
     assert forced["train (LoRA, every subset and seed)"] == "fp32"
     assert forced["evaluate (lm-eval, every model)"] == "bf16"
+    assert forced["select (every other method)"] == forced[
+        "select (LESS warmup, gradients)"] == "fp32"
 
 
 def test_every_task_of_the_pack_is_mapped_to_the_target_its_data_comes_from():
@@ -156,7 +162,8 @@ def test_selection_seeds_add_their_selections_runs_and_models(tmp_path):
     twice = estimate(compose([*overrides, "++runs.selection_seeds={nait: [0, 1]}"]))
     # one more NAIT select stage (startup only: it reads stored features), one more subset to
     # train (5 records x 100 tokens, 1 epoch, 10 tokens/s, one startup) and to score (4 items)
-    assert twice["select (every method)"] - once["select (every method)"] == pytest.approx(2)
+    assert twice["select (every other method)"] - once[
+        "select (every other method)"] == pytest.approx(2)
     key = "train (LoRA, every subset and seed)"
     assert twice[key] - once[key] == pytest.approx(500 / 10 + 2)
     assert twice["evaluate (lm-eval, every model)"] - once[
@@ -175,6 +182,8 @@ def test_cells_at_once_divide_train_and_evaluate_by_the_measured_gain(tmp_path):
         serial[train] / 1.6)
     assert paired[score] == pytest.approx(serial[score] / 1.25)
     assert all(paired[k] == v for k, v in serial.items() if k not in (train, score))
+    measured = estimate(cfg, cells=2, train_precision="fp16", train_cells_gain=1.9)
+    assert measured[train] == pytest.approx(serial[train] / 1.9)   # this machine's, measured
     with pytest.raises(NoRates, match="measured with 2 cells at once, not 3"):
         estimate(cfg, cells=3)
     with pytest.raises(NoRates, match="no gain measured for fp16 training"):
@@ -213,7 +222,7 @@ def test_the_estimate_matches_a_short_measured_run(tmp_path, embedded_model_dir,
     from omegaconf import OmegaConf
 
     from naitbench.data.prepare import prepare
-    from naitbench.estimate import EVALUATE, FEATURES, SELECT, TRAIN
+    from naitbench.estimate import EVALUATE, FEATURES, SELECT, SELECT_GRADS, TRAIN
 
     args = [*SHORT_RUN, f"paths.data_dir={tmp_path / 'data'}", f"model.dir={embedded_model_dir}",
             f"paths.data_root={data_root}"]
@@ -221,7 +230,7 @@ def test_the_estimate_matches_a_short_measured_run(tmp_path, embedded_model_dir,
     prepare(cfg)
     here = plan(cfg)
     parts = estimate(OmegaConf.merge(cfg, {"estimate": here.rates}), here.speed)
-    predicted = sum(parts[k] for k in (FEATURES, SELECT, TRAIN, EVALUATE))
+    predicted = sum(parts[k] for k in (FEATURES, SELECT, SELECT_GRADS, TRAIN, EVALUATE))
     hydra = [f"hydra.run.dir={tmp_path / 'hydra'}", "hydra.output_subdir=null"]
     stages = [["naitbench.features"],
               ["naitbench.select", "select.method=random", "ratio=0.1", "seed=0",

@@ -13,13 +13,16 @@ import yaml
 
 from naitbench.recheck import (
     Check,
+    Snapshot,
     cpu_kind,
     header_task,
     main,
+    page_checks,
     page_numbers,
     point_at_mirror,
     recheck,
     repro_commands,
+    screen_numbers,
     snapshot_from_tree,
 )
 
@@ -125,6 +128,49 @@ def test_page_tables_without_a_task_column_are_ignored():
         ("mean", 0.6872, 4)]
 
 
+SCREEN = """| task | arm | difference to random [95% interval, unadjusted] | Holm-adjusted p | \
+verdict (Holm) | rank among random subsets | smallest detectable difference |
+|---|---|---|---|---|---|---|
+| HumanEval solutions, bits per byte (target) | NAIT (published recipe, code) | \
++0.0032 [-0.0010, +0.0074] | 0.216 | inside noise | 4 of 4 | 0.0056 |
+"""
+
+
+def _screen_row(**vs_random) -> dict:
+    row = _row("nait/code/0.1", "nait", "nb_humaneval_bpb", [0.5243], "code",
+               {"difference": 0.00321, "low": -0.00104, "high": 0.00736, "rank": 4,
+                "detectable": 0.00561, **vs_random})
+    return {**row, "task_title": "HumanEval solutions, bits per byte (target)",
+            "arm_name": "NAIT (published recipe, code)", "family_p": 0.2157,
+            "family_verdict": "inside noise"}
+
+
+def test_the_first_screen_is_checked_number_by_number_and_by_verdict():
+    """The report's first screen, copied onto a results page, is read by the arm's and the
+    task's names as the report writes them; a number off by more than its last printed
+    decimal, or another verdict, differs."""
+    numbers = screen_numbers(SCREEN)
+    assert [(n.field, n.value) for n in numbers] == [
+        ("vs_random.difference", 0.0032), ("vs_random.low", -0.0010),
+        ("vs_random.high", 0.0074), ("family_p", 0.216), ("vs_random.rank", 4.0),
+        ("vs_random.detectable", 0.0056)]
+    page = Snapshot(page=SCREEN)
+    same = Snapshot(comparison={"rows": [_screen_row()]})
+    checks, unmatched = page_checks(page, same)
+    assert len(checks) == 7 and not unmatched and not any(c.differs for c in checks)
+    moved = Snapshot(comparison={"rows": [{**_screen_row(difference=0.0041),
+                                           "family_verdict": "worse"}]})
+    differs = [c.key for c in page_checks(page, moved)[0] if c.differs]
+    assert differs == [
+        "NAIT (published recipe, code) / difference to random [95% interval, unadjusted] / "
+        "vs_random.difference",
+        "NAIT (published recipe, code) / HumanEval solutions, bits per byte (target) / "
+        "verdict (Holm)"]
+    other_arm = Snapshot(comparison={"rows": [{**_screen_row(), "arm_name": "RDS+ (code)"}]})
+    checks, unmatched = page_checks(page, other_arm)
+    assert len(unmatched) == 6 and [c.rebuilt for c in checks] == [None]
+
+
 def test_a_header_names_the_task_whose_name_it_matches_best():
     tasks = ["nb_humaneval_bpb", "nb_humaneval_pass1", "nb_gsm8k_bpb"]
     assert header_task("HumanEval bpb", tasks) == "nb_humaneval_bpb"
@@ -166,14 +212,15 @@ def test_the_rebuild_runs_the_makefiles_repro_path(tmp_path):
     Makefile's `repro` recipe, whose words the scale command must match."""
     scale, repro = repro_commands(tmp_path, cells=2, cores=2)
     assert scale == [str(tmp_path / "python"), "-m", "naitbench.scale", "hydra/launcher=joblib",
-                     "hydra.launcher.n_jobs=2", "scale.threads=1"]
+                     "hydra.launcher.n_jobs=2", "scale.threads=1", "scale.chunk=2"]
     assert repro == [str(tmp_path / "dvc"), "repro"]
     recipe = (Path(__file__).parents[1] / "Makefile").read_text()
     for word in ("-m naitbench.scale", "hydra/launcher=joblib", "hydra.launcher.n_jobs=",
-                 "scale.threads=", "dvc repro"):
+                 "scale.threads=", "scale.chunk=", "dvc repro"):
         assert word in recipe
-    assert repro_commands(tmp_path, cells=1, cores=2) == [repro]
-    assert repro_commands(tmp_path, cells=4, cores=2)[0][-1] == "scale.threads=1"
+    assert repro_commands(tmp_path, cells=1, cores=2)[0][-2:] == ["scale.threads=2",
+                                                                  "scale.chunk=1"]
+    assert repro_commands(tmp_path, cells=4, cores=2)[0][-2] == "scale.threads=1"
     with pytest.raises(ValueError, match="--cells 0"):
         repro_commands(tmp_path, cells=0, cores=2)
 

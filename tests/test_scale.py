@@ -68,14 +68,29 @@ def _scale(project: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def reference(prepared, tmp_path_factory) -> dict[str, dict]:
-    """Scores of a sequential `dvc repro` of the same matrix."""
+def reference_project(prepared, tmp_path_factory) -> Path:
+    """A sequential `dvc repro` of the same matrix, uninterrupted (hash seed 1)."""
     project, env = _clone(prepared, tmp_path_factory.mktemp("sequential"))
-    out = run_ok([sys.executable, "-m", "dvc", "repro"], project, cell_env(env, THREADS, None))
+    out = run_ok([sys.executable, "-m", "dvc", "repro"], project,
+                 {**cell_env(env, THREADS, None), "PYTHONHASHSEED": "1"})
     assert all(f"Running stage '{cell}'" in out for cell in CELLS)
-    scores = _scores(project)
+    return project
+
+
+@pytest.fixture(scope="module")
+def reference(reference_project) -> dict[str, dict]:
+    """Scores of the uninterrupted sequential run."""
+    scores = _scores(reference_project)
     assert len(scores) == 4
     return scores
+
+
+def _lock_outs(project: Path) -> dict[str, str]:
+    """Every output's hash in dvc.lock (md5 of a file, or of a directory's listing)."""
+    import yaml
+
+    stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    return {out["path"]: out["md5"] for stage in stages.values() for out in stage["outs"]}
 
 
 def test_dry_run_lists_the_pending_cells_in_rounds(prepared, tmp_path):
@@ -171,3 +186,55 @@ def test_gpu_slots_give_running_cells_different_devices(tmp_path):
         assert none is None
     with pytest.raises(ValueError, match=r"scale\.gpus=0"), gpu_slot(tmp_path, 0):
         pass
+
+
+def test_resume_on_a_fresh_clone_runs_only_what_is_unfinished(prepared, reference_project,
+                                                              tmp_path):
+    """Part of the matrix runs in one checkout (the random subset trained and scored, the
+    base model scored, NAIT's subset trained only) and is committed to git; a clone of that
+    repository (no DVC cache: no features, model or adapters) resumes with
+    scale.allow_missing=true, then `dvc repro --allow-missing`. No finished cell runs again;
+    NAIT's training, whose adapter is gone with the first checkout, is the one cell run twice.
+    Scores, the report's rows and every output's DVC hash equal the uninterrupted run's, with
+    another hash seed in every process (peft's adapter_config.json once differed by it)."""
+    first, env = _clone(prepared, tmp_path / "first")
+    env = {**cell_env(env, THREADS, None), "PYTHONHASHSEED": "2"}
+    run_ok([sys.executable, "-m", "dvc", "repro", "evaluate@random-r0.1-s0-seed0",
+            "evaluate_base", "train@nait-code-r0.1-s0-seed0"], first, env)
+    run_ok(["git", "add", "-A"], first, env)
+    run_ok(["git", "commit", "-qm", "part of the matrix"], first, env)
+    committed = run_ok(["git", "ls-files", "data"], first, env).split()
+    assert "data/scores/random-r0.1-s0/seed0/samples.jsonl" in committed
+    assert "data/subsets/nait-code-r0.1-s0.jsonl" in committed
+    assert not [f for f in committed if "/model/" in f or f.startswith("data/features/")]
+
+    second = tmp_path / "second"
+    run_ok(["git", "clone", "-q", str(first), str(second)], tmp_path, env)
+    env = {**env, "PYTHONHASHSEED": "3", "PYTHONPATH": f"{second / 'src'}:{second}"}
+    result = _scale(second, env, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                    "scale.chunk=2", "scale.allow_missing=true")
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    assert "run again, their outputs are gone and a pending cell reads them: " \
+        "train@nait-code-r0.1-s0-seed0" in result.stdout
+    assert "4 pending cells" in result.stdout
+    assert "finished and committed: 4 cells" in result.stdout
+    repro = run_ok([sys.executable, "-m", "dvc", "repro", "--allow-missing"], second, env)
+    assert [line for line in repro.splitlines() if line.startswith("Running stage")] == [
+        "Running stage 'report':"]
+
+    assert _scores(second) == _scores(reference_project)
+    rows = [json.loads((p / "data" / "report" / "comparison.json").read_text())["rows"]
+            for p in (second, reference_project)]
+    assert rows[0] == rows[1]
+    resumed, uninterrupted = _lock_outs(second), _lock_outs(reference_project)
+    assert resumed.keys() == uninterrupted.keys()
+    differ = {k for k, v in resumed.items() if uninterrupted[k] != v}
+    # what a run records of itself: training's wall time, the git revision lm-eval and the
+    # report print (the clone has a commit, the reference none); the rest byte for byte
+    assert {k for k in differ if not k.startswith("data/report/")} == {
+        k for k in differ if k.endswith(("train_metrics.json", "results.json"))}
+    for name in differ - {k for k in differ if k.startswith("data/report/")}:
+        a, b = (json.loads((p / name).read_text()) for p in (second, reference_project))
+        for volatile in ("wall_time_s", "tokens_per_s", "git_hash"):
+            a.pop(volatile, None), b.pop(volatile, None)
+        assert a == b, name

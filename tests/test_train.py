@@ -276,13 +276,73 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_model_dir, examples
                 "epochs/epoch-2/trainable.safetensors"):
         a, b = load_file(tmp_path / "whole" / sub), load_file(tmp_path / "cut" / sub)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), sub
-    opt_a = torch.load(tmp_path / "whole/epochs/epoch-2/optimizer.pt", weights_only=False)
-    opt_b = torch.load(tmp_path / "cut/epochs/epoch-2/optimizer.pt", weights_only=False)
+    opt_a = torch.load(tmp_path / "whole/epochs/epoch-2/optimizer.pt", weights_only=True)
+    opt_b = torch.load(tmp_path / "cut/epochs/epoch-2/optimizer.pt", weights_only=True)
     assert all(torch.equal(opt_a["state"][i]["exp_avg_sq"], opt_b["state"][i]["exp_avg_sq"])
                for i in opt_a["state"])
     state = json.loads((tmp_path / "whole/epochs/epoch-1/state.json").read_text())
     assert len(state["trainable_params"]) == len(opt_a["state"])
     assert whole["per_epoch"][0]["checkpoint"] == "epochs/epoch-1"
+
+
+class _Payload:
+    """A pickled object that runs code when unpickled (here: creates a marker file)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("victim", ["optimizer.pt", "rng-0.pt"])
+def test_a_crafted_checkpoint_file_is_refused(tiny_model_dir, examples, tmp_path, victim):
+    """Checkpoints may come from another machine: a .pt file that would run code when
+    unpickled stops the resume with an error, and the code does not run."""
+    import pickle
+
+    cfg = train_cfg(epochs=1, batch_size=2, grad_accum=1, checkpoint_every=2)
+
+    def stop_at_3(entry: dict) -> None:
+        if entry["step"] == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(cfg, tiny_model_dir, examples, tmp_path / "run", seed=0, callback=stop_at_3)
+    (checkpoint,) = (tmp_path / "run" / "checkpoints").iterdir()
+    marker = tmp_path / "the-payload-ran"
+    torch.save(_Payload(marker), checkpoint / victim)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        train(cfg, tiny_model_dir, examples, tmp_path / "run", seed=0)
+    assert not marker.exists()
+
+
+def test_two_processes_write_byte_identical_model_dirs(tiny_model_dir, examples,
+                                                       prepared_smoke, tmp_path):
+    """The same training in two processes with different hash seeds writes the same bytes
+    in every file of its model directory (so the same DVC hash): peft lists an adapter's
+    `target_modules` from a set, whose order follows the process's hash seed."""
+    (tmp_path / "pool").symlink_to(prepared_smoke / "pool")
+    write_jsonl(tmp_path / "subsets" / "four.jsonl", [{"id": e["id"]} for e in examples[:4]])
+    args = ["profile=smoke", f"model.dir={tiny_model_dir}", f"paths.data_dir={tmp_path}",
+            "train.subset=four", "train.batch_size=2", "train.epochs=1",
+            "train.precision=fp32", "hydra.output_subdir=null", "tracking=disabled"]
+    dirs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed,
+               "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+        subprocess.run([sys.executable, "-m", "naitbench.train", *args,
+                        f"hydra.run.dir={tmp_path}/hydra{seed}"], env=env, check=True,
+                       capture_output=True)
+        model = tmp_path / "runs" / "four" / "seed0" / MODEL_SUBDIR
+        dirs.append(tmp_path / f"model-{seed}")
+        model.rename(dirs[-1])
+    files = [sorted(p.relative_to(d) for p in d.rglob("*") if p.is_file()) for d in dirs]
+    assert files[0] == files[1] and Path("adapter_config.json") in files[0]
+    assert [f for f in files[0] if (dirs[0] / f).read_bytes() != (dirs[1] / f).read_bytes()] \
+        == []
+    config = json.loads((dirs[0] / "adapter_config.json").read_text())
+    assert config["target_modules"] == sorted(config["target_modules"])
 
 
 def test_loss_on_response_rows_equals_full_logits_loss(tiny_model_dir, tokenizer, examples):

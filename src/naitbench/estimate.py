@@ -12,14 +12,17 @@ Which rates apply depends on the machine. On a GPU: the `estimate.gpu` entry who
 of the device's name (rates measured on that GPU), or a message that there are none for this
 GPU and model. On a CPU: the reference CPU's fp32 rates, scaled by a speed probe (a fixed fp32
 workload shaped like the model's matrix products and its vocabulary softmax, timed against the
-reference machine), and for each stage that runs in bf16 here (what `precision: auto` resolves
-to on this CPU) by the bf16 gain of a decoder block shaped like the model (`probe_block`,
-timed in fp32 and in bf16 on this machine: forward for extraction and scoring, forward and
-backward for training, the block's weights frozen under LoRA). Two cells at once divide train
-and evaluate by `estimate.cells_gain` (training's per precision). It counts every stage as if
-nothing were cached, so a resumed run finishes sooner. On AVX-512 CPUs both probes overstate
-the LoRA step (docs/results/embedded.md, "The estimate's training rate"): there the training
-time is a lower bound.
+reference machine), and for each stage that runs in bf16 here (what `precision: auto`
+resolves to on this CPU: features, the selectors' own passes) by the bf16 gain of a decoder
+block shaped like the model (`probe_block`, timed in fp32 and in bf16 on this machine:
+forward for extraction, ratings and losses, forward and backward for LESS's gradients, the
+block's weights frozen under LoRA). Training is timed by the training probe instead
+(naitbench.machine: LoRA steps of a random model with the model's every layer and vocabulary,
+in training's precision, absolute tokens per second on this machine, times
+`train_probe_efficiency`), taken from `logs/machine.json` when `make repro` measured it here.
+Two cells at once divide train and evaluate by the gain measured here (training) or
+`estimate.cells_gain`. It counts every stage as if nothing were cached, so a resumed run
+finishes sooner.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from naitbench.config import REPO_DIR, selection_draws, subset_names, trained_pa
 from naitbench.data.pool import read_rows, subsample
 from naitbench.data.records import BadRecordLog
 from naitbench.data.template import format_prompt
+from naitbench.machine import MACHINE_FILE, read_machine_file
 
 #: which target's held-out set an lm-eval task of the pack scores
 TASK_TARGETS = {"nb_humaneval_bpb": "code", "nb_humaneval_pass1": "code",
@@ -47,10 +51,13 @@ TASK_TARGETS = {"nb_humaneval_bpb": "code", "nb_humaneval_pass1": "code",
 RATE_KEYS = ("stage_startup_s", "prepare_s", "features_tok_s", "forward_tok_s",
              "rating_tok_s", "encoder_tok_s", "grad_tok_s", "train_tok_s", "eval_s_per_item",
              "report_s")
-PREPARE, FEATURES, SELECT = "prepare (models, data)", "features (one pass)", "select (every method)"
+PREPARE, FEATURES = "prepare (models, data)", "features (one pass)"
+SELECT, SELECT_GRADS = "select (every other method)", "select (LESS warmup, gradients)"
 TRAIN, EVALUATE, REPORT = ("train (LoRA, every subset and seed)",
                            "evaluate (lm-eval, every model)", "report")
-PARTS = (PREPARE, FEATURES, SELECT, TRAIN, EVALUATE, REPORT)
+PARTS = (PREPARE, FEATURES, SELECT, SELECT_GRADS, TRAIN, EVALUATE, REPORT)
+#: stage groups that train or take gradients (their bf16 gain is forward and backward's)
+BACKWARD = (TRAIN, SELECT_GRADS)
 
 
 class NoRates(LookupError):
@@ -129,12 +136,13 @@ def arm_tokens(cfg: DictConfig, lengths: list[tuple[float, float]] | None, name:
 
 
 def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0,
-             cells: int = 1, train_precision: str = "fp32") -> dict[str, float]:
+             cells: int = 1, train_precision: str = "fp32",
+             train_cells_gain: float | None = None) -> dict[str, float]:
     """Seconds per stage group for the whole matrix of `cfg` (a composed config), on a
     machine `speed` times as fast as the one the rates were measured on (one factor, or one
     per stage group); `cells` train and evaluate cells at once (`make repro CELLS=2`) divide
-    those stages by the measured `estimate.cells_gain` (training's measured per precision:
-    `train_precision`, what training computes in on this machine)."""
+    those stages by the measured gain: training's `train_cells_gain` when this machine
+    measured it (naitbench.machine), else `estimate.cells_gain` for `train_precision`."""
     rates: Mapping[str, Any] = cfg.estimate
     lengths = pool_lengths(cfg)
     n_pool = len(lengths) if lengths is not None else int(rates.hub_pool_records)
@@ -161,8 +169,8 @@ def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0,
     stages = ([(m, n_targets * n_ratios * len(draws.get(m, [0]))) for m in runs.targeted]
               + [(m, n_ratios) for m in runs.untargeted] + [("random", n_ratios *
                                                               len(runs.random_seeds))])
-    select_s = sum(count * (start + per_stage.get(m, 0.0)) + once.get(m, 0.0)
-                   for m, count in stages)
+    select_s = sum(count * (start + per_stage.get(m, 0.0)) for m, count in stages)
+    grads_s = sum(once.get(m, 0.0) for m, _ in stages)
     trained = trained_pairs(runs)
     ratio_of = {name: r for r in runs.ratios for name in subset_names(
         runs.targeted, runs.untargeted, runs.targets, [r], runs.random_seeds, draws)}
@@ -179,6 +187,7 @@ def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0,
         FEATURES: start + (tokens + indomain_tokens(cfg.data.prepared_targets))
         / rates.features_tok_s,
         SELECT: select_s,
+        SELECT_GRADS: grads_s,
         TRAIN: train_s,
         EVALUATE: models * (start + items * rates.eval_s_per_item),
         REPORT: rates.report_s,
@@ -190,10 +199,10 @@ def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0,
         if int(gains.get("cells", 0)) != cells:
             raise NoRates(f"estimate.cells_gain was measured with {gains.get('cells')} cells at "
                           f"once, not {cells}: measure it (make bench) for this count")
-        if train_precision not in gains.train:
+        if train_cells_gain is None and train_precision not in gains.train:
             raise NoRates(f"estimate.cells_gain.train has no gain measured for "
                           f"{train_precision} training: {sorted(gains.train)}")
-        out[TRAIN] /= float(gains.train[train_precision])
+        out[TRAIN] /= float(train_cells_gain or gains.train[train_precision])
         out[EVALUATE] /= float(gains.evaluate)
     return out
 
@@ -281,16 +290,18 @@ def machine_speed(rates: Mapping[str, Any], probe_s: float | None) -> float:
 
 def cpu_precisions(cfg: DictConfig) -> dict[str, str]:
     """The precision each stage group computes in on this CPU, as the stages resolve it
-    (training and extraction: `auto` is bf16 on native-bf16 CPUs; scoring keeps fp32 unless
-    eval.dtype=bfloat16; selection passes and the rest run in fp32)."""
+    (training, extraction and the selectors' own passes: `auto` is bf16 on native-bf16
+    CPUs; scoring keeps fp32 unless eval.dtype=bfloat16; the rest runs in fp32)."""
     from naitbench.evaluate.runner import CPU_PRECISION
     from naitbench.models.precision import PRECISION_NAMES, resolve_autocast
 
     def resolved(name: str) -> str:
         name = {"no": "fp32"}.get(name, name)
         return "fp32" if name == "fp16" else PRECISION_NAMES[resolve_autocast(name, "cpu")]
-    out = dict.fromkeys((PREPARE, SELECT, REPORT), "fp32")
+    out = dict.fromkeys((PREPARE, REPORT), "fp32")
+    selection = resolved(cfg.select.get("precision", "auto"))
     out.update({FEATURES: resolved(cfg.features.get("precision", "auto")),
+                SELECT: selection, SELECT_GRADS: selection,
                 TRAIN: resolved(cfg.train.precision),
                 EVALUATE: resolved(CPU_PRECISION.get(cfg.eval.dtype, "fp32"))})
     return out
@@ -305,6 +316,8 @@ class Plan:
     speed: dict[str, float]
     precision: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    #: two training cells at once against one, as measured here (None: not measured)
+    train_cells_gain: float | None = None
 
 
 def gpu_rates(cfg: DictConfig, device_name: str) -> dict:
@@ -321,8 +334,10 @@ def gpu_rates(cfg: DictConfig, device_name: str) -> dict:
                   f"short run and add them to the profile")
 
 
-def plan(cfg: DictConfig, probe: bool = True) -> Plan:
-    """The rates, speeds and precisions for this machine (see the module doc)."""
+def plan(cfg: DictConfig, probe: bool = True,
+         machine_record: Mapping[str, Any] | None = None) -> Plan:
+    """The rates, speeds and precisions for this machine (see the module doc);
+    `machine_record`: what naitbench.machine measured here (the training probe)."""
     import torch
 
     measured = cfg.estimate.get("model")
@@ -344,14 +359,32 @@ def plan(cfg: DictConfig, probe: bool = True) -> Plan:
     notes = [f"speed probe: {probe_s:.3f} s fp32 (reference machine "
              f"{cfg.estimate.probe_reference_s} s): x {fp32:.2f}"]
     gains = {}
-    for backward in sorted({part == TRAIN for part, p in precision.items() if p == "bf16"}):
+    for backward in sorted({part in BACKWARD for part, p in precision.items() if p == "bf16"}):
         gains[backward] = bf16_gain(cfg.estimate.probe_block, backward,
                                     frozen=backward and cfg.train.method == "lora")
         kind = "forward and backward" if backward else "forward"
         notes.append(f"bf16 gain of a decoder block ({kind}) here: x {gains[backward]:.2f}")
-    speed = {part: fp32 * (gains[part == TRAIN] if p == "bf16" else 1.0)
+    speed = {part: fp32 * (gains[part in BACKWARD] if p == "bf16" else 1.0)
              for part, p in precision.items()}
-    return Plan(rates, "this machine", speed, precision, notes)
+    trained, cells_gain, how = training_rate(cfg, machine_record)
+    speed[TRAIN] = trained * float(cfg.estimate.get("train_probe_efficiency", 1.0)) \
+        / float(cfg.estimate.train_tok_s)
+    notes.append(f"training probe ({how}): {trained:.0f} tokens/s, x "
+                 f"{cfg.estimate.get('train_probe_efficiency', 1.0)} trainer efficiency")
+    return Plan(rates, "this machine", speed, precision, notes, cells_gain)
+
+
+def training_rate(cfg: DictConfig, machine_record: Mapping[str, Any] | None,
+                  ) -> tuple[float, float | None, str]:
+    """This machine's training tokens/s (one cell, every core) and its measured gain of two
+    cells at once: from `python -m naitbench.machine cells` when it ran here for this
+    precision, else a probe run now (no gain)."""
+    if machine_record and machine_record.get("precision") == str(cfg.train.precision):
+        return (float(machine_record["alone_tok_s"]), machine_record.get("gain"),
+                "naitbench.machine, measured before this run")
+    from naitbench.machine import probe_settings, train_probe
+
+    return train_probe(**probe_settings(cfg)), None, "run now"
 
 
 def render(parts: Mapping[str, float], profile: str, machine: str = "the reference machine",
@@ -380,12 +413,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="skip the speed probe: print the reference machine's times")
     parser.add_argument("--cells", type=int, default=1,
                         help="train and evaluate cells run at once (make repro's CELLS)")
+    parser.add_argument("--machine", type=Path, default=MACHINE_FILE,
+                        help="what `python -m naitbench.machine cells` measured here")
     args = parser.parse_args(argv)
     cfg = OmegaConf.load(args.params)
     try:
-        here = plan(cfg, probe=not args.no_probe)
+        here = plan(cfg, probe=not args.no_probe, machine_record=read_machine_file(args.machine))
         parts = estimate(OmegaConf.merge(cfg, {"estimate": here.rates}), here.speed, args.cells,
-                         here.precision.get(TRAIN, "fp32"))
+                         here.precision.get(TRAIN, "fp32"), here.train_cells_gain)
     except NoRates as error:
         print(f"No estimate for profile '{cfg.profile_name}': {error}", flush=True)
         return
@@ -393,7 +428,9 @@ def main(argv: list[str] | None = None) -> None:
         print(note, flush=True)
     speed = None if here.machine != "this machine" else here.speed
     if args.cells > 1:
-        print(f"train and evaluate: {args.cells} cells at once (estimate.cells_gain)", flush=True)
+        source = ("training's gain measured here" if here.train_cells_gain
+                  else "estimate.cells_gain")
+        print(f"train and evaluate: {args.cells} cells at once ({source})", flush=True)
     print(render(parts, cfg.profile_name, here.machine, speed, here.precision), flush=True)
 
 

@@ -4,7 +4,7 @@ clone and compare every score with the committed one.
 A results page is only worth what a rebuild gives back. This clones the repository at a
 commit into a temporary directory and runs the matrix there the way `make repro` does (the
 train and evaluate cells `--cells` at once through naitbench.scale, the cores split between
-them, then `dvc repro`; `--cells 1`: plain `dvc repro`), with an existing virtual environment
+them, then `dvc repro`), with an existing virtual environment
 (building one takes minutes) and the local data mirror, then compares:
 - every number in `data/scores/**/metrics.json`,
 - every number of the report's `comparison.json` rows (means, replicate values, between-seed
@@ -249,22 +249,86 @@ def _match_row(label: str, task: str, rows: Sequence[Mapping]) -> Mapping | None
     return found[0] if len(found) == 1 else None
 
 
+#: the report's first screen (report.md's "Answer" table, copied onto a results page): one
+#: row per task and arm; a column whose header starts with a key holds these row fields
+SCREEN_COLUMNS = {"difference to random": ("vs_random.difference", "vs_random.low",
+                                           "vs_random.high"),
+                  "holm-adjusted p": ("family_p",),
+                  "rank among random": ("vs_random.rank",),
+                  "smallest detectable": ("vs_random.detectable",)}
+SCREEN_VERDICT = "verdict (holm)"
+RANK = re.compile(r"\d+(?= of \d+)")
+
+
+def _screen_tables(text: str) -> Iterator[tuple[list[str], int, int, list[list[str]]]]:
+    """First-screen tables: their header, the task and arm column indices, their rows."""
+    for header, *rows in _tables(text):
+        low = [h.lower() for h in header]
+        if "task" in low and "arm" in low:
+            yield header, low.index("task"), low.index("arm"), rows
+
+
+def screen_numbers(text: str) -> list[PageNumber]:
+    """The numbers of the first screen: `row` is the arm's name and `task` the task's title,
+    as the report writes them (a comparison row's `arm_name` and `task_title`)."""
+    found = []
+    for header, task_at, arm_at, rows in _screen_tables(text):
+        for cells in rows:
+            for name, cell in zip(header, cells, strict=False):
+                key = next((k for k in SCREEN_COLUMNS if name.lower().startswith(k)), None)
+                if key is None:
+                    continue
+                cell = cell.replace("*", "")
+                numbers = RANK.findall(cell) if key == "rank among random" \
+                    else NUMBER.findall(cell)
+                for field_name, number in zip(SCREEN_COLUMNS[key], numbers, strict=False):
+                    decimals = len(number.split(".")[1]) if "." in number else 0
+                    found.append(PageNumber(cells[arm_at], name, float(number), decimals,
+                                            field_name, cells[task_at]))
+    return found
+
+
+def screen_verdicts(text: str) -> list[tuple[str, str, str]]:
+    """(task title, arm name, verdict) of every first-screen row."""
+    found = []
+    for header, task_at, arm_at, rows in _screen_tables(text):
+        low = [h.lower() for h in header]
+        if SCREEN_VERDICT in low:
+            at = low.index(SCREEN_VERDICT)
+            found += [(cells[task_at], cells[arm_at], cells[at].replace("*", "").strip())
+                      for cells in rows if len(cells) > at]
+    return found
+
+
+def _field(row: Mapping | None, path: str) -> object:
+    value: object = row
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
 def page_checks(committed: Snapshot, rebuilt: Snapshot,
                 tolerance: float = TOLERANCE) -> tuple[list[Check], list[PageNumber]]:
-    """Page numbers against the rebuilt comparison rows; also the numbers no row matched."""
+    """Page numbers (score tables and the first screen, its verdicts included) against the
+    rebuilt comparison rows; also the numbers no row matched."""
     rows = (rebuilt.comparison or {}).get("rows", [])
     tasks = sorted({r["task"] for r in rows})
+    titled = {(r.get("task_title"), r.get("arm_name")): r for r in rows}
+    page = committed.page or ""
     checks, unmatched = [], []
-    for number in page_numbers(committed.page or "", tasks):
-        row = _match_row(number.row, number.task, rows)
-        value: object = row
-        for part in number.field.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
+    numbers = [(n, _match_row(n.row, n.task, rows)) for n in page_numbers(page, tasks)]
+    numbers += [(n, titled.get((n.task, n.row))) for n in screen_numbers(page)]
+    for number, row in numbers:
+        value = _field(row, number.field)
         if row is None or not isinstance(value, int | float):
             unmatched.append(number)
             continue
         checks.append(Check("page", f"{number.row} / {number.column} / {number.field}",
                             number.value, value, tolerance + 0.5 * 10 ** -number.decimals))
+    for task, arm, verdict in screen_verdicts(page):
+        row = titled.get((task, arm))
+        checks.append(Check("page", f"{arm} / {task} / verdict (Holm)", verdict,
+                            None if row is None else row.get("family_verdict")))
     return checks, unmatched
 
 
@@ -330,14 +394,15 @@ def point_at_mirror(params: object, old: str, new: str) -> object:
 
 
 def repro_commands(bin_dir: Path, cells: int, cores: int) -> list[list[str]]:
-    """The commands of the Makefile's `repro` target (its estimate aside): with `cells` > 1
-    the pending train and evaluate cells `cells` at once, `cores // cells` threads each,
+    """The commands of the Makefile's `repro` target (its estimate aside): the pending train
+    and evaluate cells `cells` at once, `cores // cells` threads each, in short rounds,
     through Hydra's joblib launcher; then `dvc repro` for the rest."""
     if cells < 1:
-        raise ValueError(f"--cells {cells}: give 1 (plain dvc repro) or more")
+        raise ValueError(f"--cells {cells}: give 1 or more")
     scale = [str(bin_dir / "python"), "-m", "naitbench.scale", "hydra/launcher=joblib",
-             f"hydra.launcher.n_jobs={cells}", f"scale.threads={max(1, cores // cells)}"]
-    return ([scale] if cells > 1 else []) + [[str(bin_dir / "dvc"), "repro"]]
+             f"hydra.launcher.n_jobs={cells}", f"scale.threads={max(1, cores // cells)}",
+             f"scale.chunk={cells}"]
+    return [scale, [str(bin_dir / "dvc"), "repro"]]
 
 
 def rebuild(repo: Path, commit: str, venv: Path, data_root: Path | None,
@@ -477,8 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rebuilt", type=Path, help="compare an already rebuilt clone "
                         "instead of rebuilding")
     parser.add_argument("--cells", type=int, default=2, help="train and evaluate cells at "
-                        "once, as `make repro CELLS=N` (default 2, the Makefile's); 1: plain "
-                        "`dvc repro`")
+                        "once, as `make repro CELLS=N` (default 2: the results pages' runs)")
     parser.add_argument("--page", default=DEFAULT_PAGE, help="results page to check")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE)
     parser.add_argument("--out", type=Path, help="Markdown summary (default: "
@@ -498,8 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         clone, wall_s = rebuild(args.repo.resolve(), commit, args.venv, args.data_root,
                                 workdir, args.cells)
-        path = "plain `dvc repro`" if args.cells == 1 else \
-            f"`make repro`'s path with {args.cells} cells at once"
+        path = f"`make repro`'s path with {args.cells} cell(s) at once"
         how = f"{path} from nothing ({wall_s / 60:.1f} min)"
     checks, unmatched = recheck(snapshot_from_git(args.repo, commit, args.page),
                                 snapshot_from_tree(clone, args.page), args.tolerance)

@@ -39,18 +39,22 @@ class Outcome:
 
 
 def pending_plan(root: Path, scale: DictConfig) -> Plan:
-    """The pending cells, after `dvc repro` of the stale stages they read (scale.upstream)."""
+    """The pending cells, after `dvc repro` of the stale stages they read (scale.upstream);
+    `scale.allow_missing`: cells finished elsewhere are not pending (cells.plan)."""
     if scale.upstream not in UPSTREAM:
         raise ValueError(f"scale.upstream={scale.upstream!r}: use one of {UPSTREAM}")
-    groups = list(scale.stages)
-    found = plan(root, groups)
+    groups, missing = list(scale.stages), bool(scale.get("allow_missing", False))
+    found = plan(root, groups, missing)
+    if found.rerun:
+        print(f"run again, their outputs are gone and a pending cell reads them: "
+              f"{' '.join(found.rerun)}", flush=True)
     if found.upstream:
         if scale.upstream == "error":
             raise UpstreamStale(f"stages the cells read are out of date: {found.upstream}; run "
                                 f"`dvc repro {' '.join(found.upstream)}` or scale.upstream=repro")
         print(f"bringing up to date first: {' '.join(found.upstream)}", flush=True)
         reproduce_upstream(root, found.upstream)
-        found = plan(root, groups)
+        found = plan(root, groups, missing)
     return found
 
 
@@ -69,7 +73,7 @@ def run_sweep(config: DictConfig, arguments: Sequence[str], launch: Launch) -> O
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / PLAN_FILE).write_text(json.dumps(
         {"root": str(root), "cells": {c.name: c.to_json() for c in cells.cells}}, indent=1))
-    rounds = cells.rounds()
+    rounds = cells.rounds(config.scale.get("chunk"))
     print(f"{len(cells.cells)} pending cells in {len(rounds)} rounds; logs under {sweep_dir}",
           flush=True)
     if config.scale.dry_run:
