@@ -301,14 +301,14 @@ def test_a_crafted_checkpoint_file_is_refused(tiny_model_dir, examples, tmp_path
     unpickled stops the resume with an error, and the code does not run."""
     import pickle
 
-    cfg = train_cfg(epochs=1, batch_size=2, grad_accum=1, checkpoint_every=2)
+    cfg = train_cfg(epochs=2, batch_size=2, grad_accum=1, checkpoint_every=3)
 
-    def stop_at_3(entry: dict) -> None:
-        if entry["step"] == 3:
+    def stop_at_4(entry: dict) -> None:   # after the checkpoint of step 3
+        if entry["step"] == 4:
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        train(cfg, tiny_model_dir, examples, tmp_path / "run", seed=0, callback=stop_at_3)
+        train(cfg, tiny_model_dir, examples, tmp_path / "run", seed=0, callback=stop_at_4)
     (checkpoint,) = (tmp_path / "run" / "checkpoints").iterdir()
     marker = tmp_path / "the-payload-ran"
     torch.save(_Payload(marker), checkpoint / victim)
