@@ -143,6 +143,32 @@ def test_submitit_local_with_a_failing_cell(prepared, reference, tmp_path):
     assert _stale(project, env) == {"train_full@0", "evaluate_full@0", "report"}
 
 
+def test_a_terminated_sweep_commits_the_cells_that_finished(prepared, tmp_path):
+    """SIGTERM (a session's end) during a round: the cells that finished before it are
+    committed to dvc.lock, the one running is not, and the sweep exits with 143."""
+    import signal
+    import time
+
+    project, env = _clone(prepared, tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "naitbench.scale", f"scale.threads={THREADS}",
+                             "hydra/launcher=joblib", "hydra.launcher.n_jobs=1"], cwd=project,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not list(project.glob("logs/scale/*/results/*.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 143, out[-3000:]
+    finished = {json.loads(p.read_text())["cell"]
+                for p in project.glob("logs/scale/*/results/*.json")
+                if json.loads(p.read_text())["returncode"] == 0}
+    assert finished and f"terminated: committing the {len(finished)} cells" in out
+    stale = _stale(project, env)
+    assert not finished & stale and (CELLS - finished) <= stale
+
+
 def test_slurm_config_composes_and_renders_its_sbatch_script(tmp_path, monkeypatch):
     """The Slurm launcher config (conf/hydra/launcher/slurm.yaml) as hydra-submitit-launcher
     passes it to submitit, and the sbatch script submitit would submit (no cluster here)."""
@@ -189,7 +215,7 @@ def test_gpu_slots_give_running_cells_different_devices(tmp_path):
 
 
 def test_resume_on_a_fresh_clone_runs_only_what_is_unfinished(prepared, reference_project,
-                                                              tmp_path):
+                                                              tmp_path, data_root):
     """Part of the matrix runs in one checkout (the random subset trained and scored, the
     base model scored, NAIT's subset trained only) and is committed to git; a clone of that
     repository (no DVC cache: no features, model or adapters) resumes with
@@ -238,3 +264,22 @@ def test_resume_on_a_fresh_clone_runs_only_what_is_unfinished(prepared, referenc
         for volatile in ("wall_time_s", "tokens_per_s", "git_hash"):
             a.pop(volatile, None), b.pop(volatile, None)
         assert a == b, name
+
+    # A method added on the clone: its selection declares the feature store as an input (as
+    # every targeted one does), so the store, finished elsewhere, is extracted again first.
+    # The store's summary records its own wall time, so its hash changes and NAIT's
+    # selection, which reads it, runs again (cheap: stored features); it picks the same ids,
+    # so no NAIT cell is trained or scored again. Only kNN's cells run.
+    run_ok([sys.executable, "-m", "naitbench.config", "dump", "profile=smoke",
+            f"paths.data_root={data_root}", "tracking=disabled", *MATRIX,
+            "runs.targeted=[nait,knn]"], second, env)
+    nait_ids = (second / "data" / "subsets" / "nait-code-r0.1-s0.jsonl").read_bytes()
+    added = _scale(second, env, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                   "scale.chunk=2", "scale.allow_missing=true")
+    assert added.returncode == 0, (added.stdout[-3000:], added.stderr[-3000:])
+    ran = {line for line in added.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"Running stage 'features':", "Running stage 'select@knn-code-0.1':",
+                   "Running stage 'select@nait-code-0.1':"}
+    assert (second / "data" / "subsets" / "nait-code-r0.1-s0.jsonl").read_bytes() == nait_ids
+    assert "2 pending cells" in added.stdout
+    assert "finished and committed: 2 cells" in added.stdout

@@ -124,12 +124,12 @@ def plan(root: str | Path, groups: Sequence[str] = CELL_STAGES,
         graph = repo.index.graph   # edges point from a stage to the stages it depends on
         order = list(reversed(list(nx.topological_sort(graph))))
         if allow_missing:
-            stale, seen = set(), []
+            # each stage against its own dvc.lock entry (nothing has run yet, so DVC's check
+            # of a missing input against what an upstream stage just wrote does not apply:
+            # fed stages whose statuses were read, it calls finished selections changed)
             with repo.lock:   # stage.changed reads the workspace under DVC's lock
-                for stage in order:
-                    if stage.changed(allow_missing=True, upstream=list(seen)):
-                        stale.add(stage.addressing)
-                    seen.append(stage)
+                stale = {stage.addressing for stage in order
+                         if stage.changed(allow_missing=True)}
         else:
             stale = set(repo.status())
         pending: dict[Any, bool] = {}
@@ -150,7 +150,7 @@ def plan(root: str | Path, groups: Sequence[str] = CELL_STAGES,
                           tuple(d.addressing for d in graph.successors(s)
                                 if d.addressing in names),
                           _records(s) if s.addressing.startswith("train") else None)
-                     for s in cells], upstream, sorted(s.addressing for s in rerun))
+                     for s in cells], upstream, rerun=sorted(s.addressing for s in rerun))
 
 
 def _missing_inputs(graph: Any, order: list, pending: dict, groups: Sequence[str],
@@ -207,7 +207,7 @@ def _command(cmd: str | list[str]) -> str:
 
 def reproduce_upstream(root: str | Path, stages: Sequence[str]) -> None:
     """`dvc repro` of the out-of-date stages the cells read, in this process's environment
-    (stages whose outputs are missing are run again, with their missing upstream)."""
+    (each with every input it declares: missing ones are regenerated first)."""
     subprocess.run([sys.executable, "-m", "dvc", "repro", *stages], cwd=root, check=True)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,20 @@ from naitbench.scale.cells import Plan, UpstreamStale, commit, plan, reproduce_u
 from naitbench.scale.job import PLAN_FILE, result_path
 
 UPSTREAM = ("repro", "error")
+MAX_UPSTREAM_PASSES = 3
 Launch = Callable[[Sequence[Sequence[str]], int], Any]
 
 
 class CellsFailed(RuntimeError):
     """Some cells failed or were skipped; the others finished and are committed."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (a session's end, a preempted machine) arrived while a round ran."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
 
 
 @dataclass
@@ -52,9 +62,15 @@ def pending_plan(root: Path, scale: DictConfig) -> Plan:
         if scale.upstream == "error":
             raise UpstreamStale(f"stages the cells read are out of date: {found.upstream}; run "
                                 f"`dvc repro {' '.join(found.upstream)}` or scale.upstream=repro")
-        print(f"bringing up to date first: {' '.join(found.upstream)}", flush=True)
-        reproduce_upstream(root, found.upstream)
-        found = plan(root, groups, missing)
+        for _ in range(MAX_UPSTREAM_PASSES):   # a regenerated input can make more stages stale
+            print(f"bringing up to date first: {' '.join(found.upstream)}", flush=True)
+            reproduce_upstream(root, found.upstream)
+            found = plan(root, groups, missing)
+            if not found.upstream:
+                break
+        else:
+            raise UpstreamStale(f"still out of date after {MAX_UPSTREAM_PASSES} passes: "
+                                f"{found.upstream}")
     return found
 
 
@@ -80,7 +96,24 @@ def run_sweep(config: DictConfig, arguments: Sequence[str], launch: Launch) -> O
         for number, batch in enumerate(rounds):
             print(f"round {number}: " + " ".join(c.name for c in batch), flush=True)
         return Outcome()
-    outcome, job_index = Outcome(), 0
+    outcome = Outcome()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        _run_rounds(rounds, root, sweep_dir, arguments, launch, outcome)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(outcome.summary(), flush=True)
+    if outcome.failed or outcome.skipped:
+        raise CellsFailed(outcome.summary())
+    return outcome
+
+
+def _run_rounds(rounds: list, root: Path, sweep_dir: Path, arguments: Sequence[str],
+                launch: Launch, outcome: Outcome) -> None:
+    """Launch round after round, committing each round's finished cells; on SIGTERM, commit
+    the cells of the round that finished before it and exit with status 143, so a stopped
+    run loses only the cells that were running."""
+    job_index = 0
     for batch in rounds:
         runnable = []
         for cell in batch:
@@ -92,8 +125,11 @@ def run_sweep(config: DictConfig, arguments: Sequence[str], launch: Launch) -> O
                 outcome.skipped[cell.name] = cause
         if not runnable:
             continue
+        stopped = False
         try:
             launch([[*arguments, f"cell='{c.name}'"] for c in runnable], job_index)
+        except Terminated:
+            stopped = True
         except Exception as error:   # a job that died; the result files say which
             print(f"the launcher reported: {error!r}", flush=True)
         job_index += len(runnable)
@@ -105,15 +141,16 @@ def run_sweep(config: DictConfig, arguments: Sequence[str], launch: Launch) -> O
             else:
                 outcome.failed[cell.name] = (result or {}).get(
                     "log", f"no result: see the launcher's logs under {sweep_dir}")
+        if stopped:
+            print(f"terminated: committing the {len(done)} cells that finished first",
+                  flush=True)
         left = commit(root, done)
         if left:
             raise RuntimeError(f"dvc status still lists committed cells: {left}")
         outcome.finished += done
         print(f"committed: {' '.join(done) or 'none'}", flush=True)
-    print(outcome.summary(), flush=True)
-    if outcome.failed or outcome.skipped:
-        raise CellsFailed(outcome.summary())
-    return outcome
+        if stopped:
+            raise SystemExit(143)
 
 
 def _result(sweep_dir: Path, cell: str) -> dict[str, Any] | None:
