@@ -359,13 +359,15 @@ def plan(cfg: DictConfig, probe: bool = True,
     notes = [f"speed probe: {probe_s:.3f} s fp32 (reference machine "
              f"{cfg.estimate.probe_reference_s} s): x {fp32:.2f}"]
     gains = {}
-    for backward in sorted({part in BACKWARD for part, p in precision.items() if p == "bf16"}):
+    # training is timed by the training probe below, so its block gain is not needed
+    for backward in sorted({part in BACKWARD for part, p in precision.items()
+                            if p == "bf16" and part != TRAIN}):
         gains[backward] = bf16_gain(cfg.estimate.probe_block, backward,
                                     frozen=backward and cfg.train.method == "lora")
         kind = "forward and backward" if backward else "forward"
         notes.append(f"bf16 gain of a decoder block ({kind}) here: x {gains[backward]:.2f}")
     speed = {part: fp32 * (gains[part in BACKWARD] if p == "bf16" else 1.0)
-             for part, p in precision.items()}
+             for part, p in precision.items() if part != TRAIN}
     trained, cells_gain, how = training_rate(cfg, machine_record)
     speed[TRAIN] = trained * float(cfg.estimate.get("train_probe_efficiency", 1.0)) \
         / float(cfg.estimate.train_tok_s)

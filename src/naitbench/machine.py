@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from naitbench.scale.job import cell_env
+
 #: two cells at once must train this much faster than one alone to be chosen (noise margin)
 MIN_GAIN = 1.05
 MACHINE_FILE = Path("logs") / "machine.json"
@@ -98,7 +100,7 @@ def probe_settings(cfg: Any) -> dict[str, Any]:
 
 def _probe_in_subprocesses(params: Path, threads: int, count: int) -> list[float]:
     """`count` probes started at once, each its own process with `threads` threads."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = cell_env(os.environ, threads, None)   # the thread variables a cell gets
     procs = [subprocess.Popen([sys.executable, "-m", "naitbench.machine", "probe",
                                "--params", str(params), "--threads", str(threads)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
