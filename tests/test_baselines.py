@@ -114,8 +114,8 @@ def test_knn_planted_target_copies_rank_first_with_cosine_one(data_dir, tiny_mod
     assert set(np.argsort(-scores)[:3]) == {20, 21, 22}
     np.testing.assert_allclose(scores[20:], 1.0, atol=1e-5)
     assert (scores[:20] < 1.0 - 1e-4).all() and ctx.cost["forward_tokens"] > 0
-    with pytest.raises(ValueError, match="unknown aggregation"):
-        KNNSelector("knn", aggregate="median")
+    with pytest.raises(ValueError, match=r"rule='median': use one of \[.*'max'"):
+        KNNSelector("knn", rule="median")
 
 
 def test_selectit_levels(data_dir, tiny_model_dir, data_root, tmp_path):

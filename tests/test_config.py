@@ -174,7 +174,8 @@ def test_selection_seeds_give_a_targeted_method_one_subset_per_bootstrap_draw():
         name: {"method": "nait", "target": "code", "ratio": 0.1, "seed": k}
         for k, name in enumerate(nait)}
     # selected once, from every sample
-    assert list(runs.targeted_once) == ["nait_variant", "rds", "knn", "less"]
+    assert list(runs.targeted_once) == ["nait_variant", "rds", "knn", "less", "bm25", "dsir",
+                                        "rds+uot"]
     assert [s for name, s in trained_pairs(runs) if name.startswith("nait-")] == [0, 0, 0]
     # without selection seeds nothing changes: no resampled stage, every method once
     default = validate(compose(["profile=smoke"])).runs

@@ -47,24 +47,24 @@ def test_estimate_matches_a_hand_computed_smoke_matrix(tmp_path):
     # pool 50 records, their lengths scaled to a mean of 100 tokens = 5,000; code in-domain 8,
     # math 8: 1,600 target tokens
     assert parts["features (one pass)"] == pytest.approx((5000 + 1600) / 10)
-    # 12 subsets at 10%: 11 of them (5 targeted, perplexity, IFD, SelectIT, 3 random) 5 mean
-    # records = 500 tokens, the length arm its 5 longest responses; plus the full pool, 1 epoch
-    # each at 10 tokens/s
+    # 15 subsets at 10%: 14 of them (8 targeted: 7 methods and the rds+uot rule arm;
+    # perplexity, IFD, SelectIT, 3 random) 5 mean records = 500 tokens, the length arm its 5
+    # longest responses; plus the full pool, 1 epoch each at 10 tokens/s
     length = longest_responses(cfg, 5)
     assert length > 2 * 500   # the length arm trains long records
     assert parts["train (LoRA, every subset and seed)"] == pytest.approx(
-        (11 * 500 + length + 5000) / 10)
-    # 12 subsets + full + base, 8 held-out code items each, eval.limit=4 of them, 1 s each
-    assert parts["evaluate (lm-eval, every model)"] == pytest.approx(14 * 4)
+        (14 * 500 + length + 5000) / 10)
+    # 15 subsets + full + base, 8 held-out code items each, eval.limit=4 of them, 1 s each
+    assert parts["evaluate (lm-eval, every model)"] == pytest.approx(17 * 4)
     # kNN (pool + 800 code tokens), perplexity, IFD (2 passes), SelectIT (3 prompts x 2
     # models), LESS (2 warmup epochs over pool x 1.1 + code in-domain); NAIT, RDS+, length,
-    # random need no pass of their own (nor does NAIT's variant)
+    # random need no pass of their own (nor do NAIT's variant, BM25, DSIR and rds+uot)
     select = (5800 + 5000 + 10000 + 30000 + 2 * (5500 + 800)) / 10
     assert parts["select (LESS warmup, gradients)"] == pytest.approx(2 * (5500 + 800) / 10)
     assert parts["select (every other method)"] + parts[
         "select (LESS warmup, gradients)"] == pytest.approx(select)
-    train = (11 * 500 + length + 5000) / 10
-    assert sum(parts.values()) == pytest.approx(7 + 660 + select + train + 56 + 3)
+    train = (14 * 500 + length + 5000) / 10
+    assert sum(parts.values()) == pytest.approx(7 + 660 + select + train + 68 + 3)
     assert "total" in render(parts, "smoke")
 
 

@@ -13,12 +13,12 @@ from baselines.less import (
     SignSketch,
     adam_direction,
     per_sample_grads,
-    subtask_max_mean,
 )
 from naitbench.config import compose
 from naitbench.io import read_jsonl
 from naitbench.models.load import load_tokenizer
 from naitbench.select.protocol import SelectionContext
+from naitbench.select.rules import apply_rule
 from naitbench.train.data import encode
 from naitbench.train.loop import ResponseLoss, _build_model, collate_with_targets
 
@@ -61,7 +61,8 @@ def test_projection_preserves_inner_products_and_adam_direction():
     d = adam_direction(g, torch.zeros(2), torch.zeros(2), 0, (0.9, 0.999), 0.0)
     torch.testing.assert_close(d, torch.tensor([[1.0, -1.0]]))      # first step: sign(g)
     sim = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.2]])
-    np.testing.assert_allclose(subtask_max_mean(sim, ["a", "b", "a"]), [0.75, 1.0])
+    np.testing.assert_allclose(apply_rule(sim, "subtask_max_mean", groups=["a", "b", "a"]),
+                               [0.75, 1.0])
 
 
 def test_target_copies_rank_first(tmp_path, prepared_smoke, tiny_model_dir, data_root):

@@ -24,7 +24,8 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
         assert f"Running stage '{stage}'" in first
     data = copy / "data"
     rows = json.loads((data / "report" / "comparison.json").read_text())["rows"]
-    targeted = {f"{m}/code/0.1" for m in ("nait", "nait_variant", "rds", "knn", "less")}
+    targeted = {f"{m}/code/0.1" for m in ("nait", "nait_variant", "rds", "knn", "less", "bm25",
+                                          "dsir", "rds+uot")}
     untargeted = {f"{m}/0.1" for m in ("length", "perplexity", "ifd", "selectit")}
     assert {r["arm"] for r in rows} == {"base", "full", "random/0.1"} | targeted | untargeted
     for row in rows:
@@ -42,7 +43,9 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
         assert row["values"] == pytest.approx(values)
         assert row["mean"] == pytest.approx(sum(values) / len(values))
     report = (data / "report" / "report.md").read_text()
-    assert "rank" in report and "Selection cost" in report
+    assert "rank" in report and "Selection cost" in report and "RDS+ + UOT (code)" in report
+    manifest = json.loads((data / "subsets" / "rds+uot-code-r0.1-s0.manifest.json").read_text())
+    assert manifest["method"] == "rds+uot" and manifest["selector"]["rule"] == "uot"
     full_metrics = json.loads((data / "runs" / "full" / "seed0" / "train_metrics.json")
                               .read_text())
     assert (f"| full | 0 | {full_metrics['examples_trained']} | {full_metrics['epochs']} | "

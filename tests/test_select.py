@@ -20,7 +20,8 @@ from naitbench.io import read_jsonl, write_jsonl
 from naitbench.nait.library import build_library, score_pool
 from naitbench.nait.selector import resolve_layers
 from naitbench.select.__main__ import select
-from naitbench.select.aggregate import rank_scores, reduce_samples, round_robin, zscore_mean
+from naitbench.select.aggregate import rank_scores, zscore_mean
+from naitbench.select.rules import apply_rule, round_robin
 from naitbench.select.subset import TIE_DIGITS, budget, rounded, top_ratio, write_subset
 
 
@@ -146,7 +147,7 @@ def test_aggregations():
     assert np.allclose(zscore_mean([np.array([1.0, 2, 3]), np.array([10.0, 30, 20])]),
                        [-1.2247449, 0.6123724, 0.6123724])
     sim = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.7], [0.0, 0.6]])
-    assert list(reduce_samples(sim, "max")) == [0.9, 0.8, 0.7, 0.6]
+    assert list(apply_rule(sim, "max")) == [0.9, 0.8, 0.7, 0.6]
     assert round_robin(sim, 3) == [0, 2, 1]
     assert round_robin(sim, 4) == [0, 2, 1, 3]
     assert list(rank_scores([2, 0], 3)) == [1.0, -1.0, 2.0]
@@ -304,6 +305,19 @@ def test_hydra_multirun_sweeps_layers_and_ratios_on_stored_features(data_dir, ti
     assert len(swept) == 4 and len({n.rsplit("-", 1)[1] for n in swept}) == 2   # 2 layer sets
 
 
+def test_hydra_multirun_sweeps_rules_into_named_arms(data_dir, tiny_model_dir, data_root,
+                                                    tmp_path):
+    select(_cfg(data_dir, tiny_model_dir, data_root))      # extraction happens here
+    result = _cli(["-m", "selector=rds", "selector.rule=round_robin,uot,knn_kde",
+                   "select.name=null", *smoke_overrides(data_dir, tiny_model_dir, data_root)],
+                  tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for arm in ("rds", "rds+uot", "rds+knn_kde"):   # round_robin is RDS+'s own rule
+        manifest = json.loads((data_dir / "subsets" / f"{arm}-code-r0.1-s0.manifest.json")
+                              .read_text())
+        assert manifest["method"] == arm and manifest["n_selected"] == 5
+
+
 def test_overlap_and_category_analyses(tmp_path):
     from naitbench.data.categories import categorise
     from naitbench.select.analysis import category_scores, main, overlap
@@ -332,7 +346,7 @@ def test_rds_shares_nait_extraction_and_ranks_planted_candidates(data_dir, tiny_
     nait = select(_cfg(data_dir, tiny_model_dir, data_root))
     forward = FORWARD_PASSES["batches"]
     subsets = [select(_cfg(data_dir, tiny_model_dir, data_root, "selector=rds",
-                           f"selector.aggregation={how}", f"select.name=rds-{how}"))
+                           f"selector.rule={how}", f"select.name=rds-{how}"))
                for how in ("max", "round_robin")]
     assert FORWARD_PASSES["batches"] == forward       # one extraction served NAIT and RDS+
     manifest = json.loads((nait.parent / "rds-max.manifest.json").read_text())
@@ -370,3 +384,29 @@ def test_ablation_runs_from_stored_features_with_single_changes(data_dir, tiny_m
     assert all(0 <= r["category_share"] <= 1 and r["stability"]["draws"] == 3
                for r in result["rows"])
     assert not (data_dir / "libraries" / "None").exists()  # the ablation writes no library
+
+
+def test_grid_crosses_representations_and_rules_from_stored_features(data_dir, tiny_model_dir,
+                                                                     data_root, tmp_path):
+    from naitbench.select.analysis import main
+
+    _plant_code_copies(data_dir, 4)
+    select(_cfg(data_dir, tiny_model_dir, data_root))      # extraction happens here
+    forward = FORWARD_PASSES["batches"]
+    main(["grid", *smoke_overrides(data_dir, tiny_model_dir, data_root), "--draws", "2",
+          "--representations", "nait,rds,bm25", "--rules", "own,max,round_robin,knn_kde",
+          "--ratio", "0.2", "--out", str(tmp_path / "grid.json")])
+    assert FORWARD_PASSES["batches"] == forward            # every cell read the stored features
+    result = json.loads((tmp_path / "grid.json").read_text())
+    rows = {r["cell"]: r for r in result["rows"]}
+    # rds's own rule is round_robin (one row for both); bm25 has no density rule
+    assert list(rows) == ["nait + own", "nait + max", "nait + round_robin", "nait + knn_kde",
+                          "rds + round_robin", "rds + max", "rds + knn_kde", "bm25 + max",
+                          "bm25 + round_robin", "dsir", "random"]
+    planted = {f"planted{i}" for i in range(4)}
+    for cell in ("rds + max", "rds + round_robin", "bm25 + max"):   # exact copies: found
+        assert planted <= set(rows[cell]["ids"]), cell
+    assert all(r["size"] == rows["random"]["size"] and r["jaccard"][r["cell"]] == 1.0
+               for r in result["rows"])
+    assert rows["random"]["stability"] is None and rows["dsir"]["stability"]["draws"] == 2
+    assert "| 1 | nait + own |" in (tmp_path / "grid.md").read_text()

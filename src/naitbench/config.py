@@ -8,11 +8,12 @@ those of the checkout in the working directory (`project_dir`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 PACKAGE_REPO = Path(__file__).resolve().parents[2]
 
@@ -43,6 +44,47 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     OmegaConf.resolve(cfg)
+    return cfg
+
+
+def arm_configs(selectors: Any, methods: Sequence[str]) -> dict[str, Any]:
+    """The selector config of every method named: its catalogue entry, or for a rule arm
+    `<representation>+<rule>` (a cell of the rule grid, e.g. rds+uot) the representation's
+    entry with that rule (naitbench.select.rules)."""
+    selectors = _resolved(selectors)
+    out = {}
+    for name in methods:
+        representation, plus, rule = str(name).partition("+")
+        if not plus or name in selectors:
+            if name not in selectors:
+                raise ConfigError(f"'{name}' is not in the selectors catalogue: "
+                                  f"{sorted(selectors)}")
+            out[name] = selectors[name]
+            continue
+        if "rule" not in selectors.get(representation, {}):
+            axis = sorted(k for k, v in selectors.items() if "rule" in v)
+            raise ConfigError(f"'{name}': a rule arm is <representation>+<rule>, the "
+                              f"representation one of {axis}")
+        out[name] = {**selectors[representation], "rule": rule}
+    return out
+
+
+def _known_arms(selectors: Any, methods: Sequence[str]) -> dict[str, Any]:
+    """`arm_configs` of the methods it can resolve (validate names the others)."""
+    out = {}
+    for name in methods:
+        with contextlib.suppress(ConfigError):
+            out.update(arm_configs(selectors, [name]))
+    return out
+
+
+def rule_arms(cfg: DictConfig) -> DictConfig:
+    """`cfg` with the rule arm that `select.method` names added to its selectors catalogue
+    (the selection CLI reads a method's config there)."""
+    method = (cfg.get("select") or {}).get("method")
+    if method and "+" in str(method) and method not in cfg.selectors:
+        with open_dict(cfg.selectors):
+            cfg.selectors[method] = arm_configs(cfg.selectors, [method])[method]
     return cfg
 
 
@@ -151,6 +193,9 @@ OmegaConf.register_new_resolver(  # `runs.resampled`: the select_resampled stage
 OmegaConf.register_new_resolver(  # `runs.targeted_once`: the select stages' methods
     "nb_once", lambda *lists: ListConfig(targeted_once(*(_plain(x) for x in lists))),
     replace=True)
+OmegaConf.register_new_resolver(  # `runs.arms`: each targeted method's config (rule arms too)
+    "nb_arms", lambda selectors, methods: DictConfig(_known_arms(selectors, _plain(methods))),
+    replace=True)
 OmegaConf.register_new_resolver(  # `runs.raters`: the prepare_raters stages
     "nb_raters", lambda raters, selectors, *methods: DictConfig(used_raters(
         _resolved(raters), _resolved(selectors), [m for ms in methods for m in _plain(ms)])),
@@ -173,10 +218,14 @@ def check_runs(cfg: DictConfig) -> None:
                           f"{expected_subsets(runs)}")
     for key, targeted in (("targeted", True), ("untargeted", False)):
         for name in runs.get(key, []):
-            if name not in cfg.get("selectors", {}):
+            if name not in cfg.get("selectors", {}) and (key == "untargeted" or "+" not in name):
                 raise ConfigError(f"runs.{key} names '{name}', which is not in the selectors "
                                   f"catalogue: {sorted(cfg.get('selectors', {}))}")
-            if get_class(cfg.selectors[name]._target_).targeted != targeted:
+            try:
+                config = arm_configs(cfg.selectors, [name])[name]
+            except ConfigError as error:
+                raise ConfigError(f"runs.{key}: {error}") from None
+            if get_class(config["_target_"]).targeted != targeted:
                 other = "untargeted" if targeted else "targeted"
                 raise ConfigError(f"runs.{key} names '{name}', which is {other}: move it to "
                                   f"runs.{other}")
@@ -197,8 +246,11 @@ def check_runs(cfg: DictConfig) -> None:
                 raise ConfigError(f"runs.{key} does not match runs.targeted/targets/ratios/"
                                   f"selection_seeds; rewrite params.yaml (python -m "
                                   f"naitbench.config dump)")
+    if "arms" in runs and _resolved(runs.arms) != arm_configs(cfg.selectors, runs.targeted):
+        raise ConfigError("runs.arms does not match runs.targeted and selectors; rewrite "
+                          "params.yaml (python -m naitbench.config dump)")
     for method, seeds in (runs.get("method_seeds") or {}).items():
-        if method not in cfg.get("selectors", {}):
+        if method not in cfg.get("selectors", {}) and method not in runs.targeted:
             raise ConfigError(f"runs.method_seeds names '{method}', which is not in the "
                               f"selectors catalogue: {sorted(cfg.get('selectors', {}))}")
         if not seeds:

@@ -169,8 +169,11 @@ def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0,
     stages = ([(m, n_targets * n_ratios * len(draws.get(m, [0]))) for m in runs.targeted]
               + [(m, n_ratios) for m in runs.untargeted] + [("random", n_ratios *
                                                               len(runs.random_seeds))])
-    select_s = sum(count * (start + per_stage.get(m, 0.0)) for m, count in stages)
-    grads_s = sum(once.get(m, 0.0) for m, _ in stages)
+    # a rule arm `<representation>+<rule>` costs what its representation costs; LESS's
+    # warmup and gradients are paid once whatever the rules
+    select_s = sum(count * (start + per_stage.get(m.partition("+")[0], 0.0))
+                   for m, count in stages)
+    grads_s = sum(once.get(m, 0.0) for m in {m.partition("+")[0] for m, _ in stages})
     trained = trained_pairs(runs)
     ratio_of = {name: r for r in runs.ratios for name in subset_names(
         runs.targeted, runs.untargeted, runs.targets, [r], runs.random_seeds, draws)}

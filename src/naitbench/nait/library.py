@@ -98,20 +98,38 @@ def build_library(pool: np.ndarray, target: np.ndarray, layers: Sequence[int], k
                           explained=np.stack(explained), centre=centre)
 
 
+def centred(library: FeatureLibrary, x: np.ndarray, layer: int, *,
+            target: bool = False) -> np.ndarray:
+    """Layer `layer` features [n, d] offset as the library's target rows were: target rows by
+    the stored offset; candidates not at all (`self`), by their own pool's mean (`pool`) or
+    by the stored mean (`library`, to score another pool)."""
+    x = x.astype(np.float64)
+    if target or library.centre == "library":
+        return x - library.offset[layer]
+    if library.centre == "pool":
+        return x - x.mean(axis=0)
+    return x
+
+
+def project(library: FeatureLibrary, features: np.ndarray, *,
+            target: bool = False) -> np.ndarray:
+    """[n, layers, d] features -> [n, layers * k]: each layer's weighted projections on the
+    library's directions (the terms NAIT's dot score sums)."""
+    return np.concatenate([
+        (centred(library, features[:, layer], layer, target=target)
+         @ library.directions[layer].T) * library.weights[layer]
+        for layer in range(len(library.layers))], axis=1)
+
+
 def score_pool(library: FeatureLibrary, pool: np.ndarray, scoring: str = "dot",
                rest: str = "signed") -> np.ndarray:
     """Weighted alignment of each candidate with the library's directions, summed over its
-    layers. Candidates are offset as the target was: not at all (`self`), by this pool's mean
-    (`pool`), or by the mean stored in the library (`library`, to score another pool)."""
+    layers (candidates offset by `centred`)."""
     _check("scoring", scoring, SCORINGS)
     _check("rest", rest, RESTS)
     total = np.zeros(len(pool))
     for layer in range(len(library.layers)):
-        x = pool[:, layer].astype(np.float64)
-        if library.centre == "pool":
-            x = x - x.mean(axis=0)
-        elif library.centre == "library":
-            x = x - library.offset[layer]
+        x = centred(library, pool[:, layer], layer)
         projections = x @ library.directions[layer].T
         if scoring == "cosine":
             projections /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

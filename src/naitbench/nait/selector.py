@@ -4,6 +4,12 @@ One class serves both recipes (docs/nait.md): `conf/selector/nait.yaml` is the p
 Algorithm 1 (hidden-state drift over the whole sample, first principal component, dot
 product summed over every layer), `conf/selector/nait_variant.yaml` the suite's own earlier
 recipe; every choice between them is an option, so the ablation is a list of overrides.
+
+With `rule:` set, NAIT is a representation on the rule axis (naitbench.select.targeted): a
+sample is represented by its weighted projections on the target's library directions (the
+terms NAIT's score sums, `project`), and a candidate's similarity to a target sample is the
+dot product of their projections over the largest candidate norm times the sample's norm, a
+value in [-1, 1] that keeps NAIT's magnitudes (docs/nait.md says why).
 """
 
 from __future__ import annotations
@@ -14,9 +20,18 @@ import numpy as np
 
 from naitbench.config import check_layers
 from naitbench.features.capture import Spec
-from naitbench.nait.library import CENTRES, RESTS, SCORINGS, build_library, score_pool
+from naitbench.nait.library import (
+    CENTRES,
+    RESTS,
+    SCORINGS,
+    FeatureLibrary,
+    build_library,
+    project,
+    score_pool,
+)
 from naitbench.select.aggregate import zscore_mean
-from naitbench.select.protocol import SelectionContext, Selector
+from naitbench.select.protocol import SelectionContext
+from naitbench.select.targeted import SimilaritySelector
 
 FEATURES = ("drift", "mean", "last")
 SPANS = ("sample", "response")
@@ -51,10 +66,11 @@ def activation_features(load: Callable[[Spec], np.ndarray], specs: Sequence[Spec
     return load(specs[0])
 
 
-class NAITSelector(Selector):
+class NAITSelector(SimilaritySelector):
     """Rank candidates by alignment with the target's activation features."""
 
-    targeted = True
+    #: no rule: NAIT's own score (the published recipe); a rule puts NAIT on the rule axis
+    default_rule = None
 
     def __init__(self, name: str = "nait", site: str = "residual", feature: str = "drift",
                  span: str = "sample", layers: Sequence[int | float] | None = None, k: int = 1,
@@ -70,16 +86,39 @@ class NAITSelector(Selector):
         self.layers = None if layers is None else list(layers)
         self.k, self.centre, self.scoring, self.rest = int(k), centre, scoring, rest
 
+    def _features(self, ctx: SelectionContext, name: str) -> np.ndarray:
+        """[n, layers, d] activation features of 'pool' or a target (its draw's rows)."""
+        layers = resolve_layers(self.layers, ctx.store("pool").n_layers(self.specs[0]))
+        return activation_features(lambda s: ctx.features(name, s, layers), self.specs)
+
+    def _library(self, ctx: SelectionContext, target: str) -> FeatureLibrary:
+        layers = resolve_layers(self.layers, ctx.store("pool").n_layers(self.specs[0]))
+        return build_library(self._features(ctx, "pool"), self._features(ctx, target), layers,
+                             self.k, self.centre)
+
     def score(self, ctx: SelectionContext) -> np.ndarray:
-        n_layers = ctx.store("pool").n_layers(self.specs[0])
-        layers = resolve_layers(self.layers, n_layers)
-        pool = activation_features(lambda s: ctx.features("pool", s, layers), self.specs)
-        per_target = []
-        for target in ctx.targets:
-            features = activation_features(lambda s, t=target: ctx.features(t, s, layers),
-                                           self.specs)
-            library = build_library(pool, features, layers, self.k, self.centre)
-            if ctx.save_artefacts:
+        libraries = {target: self._library(ctx, target) for target in ctx.targets}
+        if ctx.save_artefacts:
+            for target, library in libraries.items():
                 library.save(ctx.artefact_dir(ctx.cfg.select.name) / f"{target}.npz")
-            per_target.append(score_pool(library, pool, self.scoring, self.rest))
+        if self.rule is not None:
+            return super().score(ctx)
+        pool = self._features(ctx, "pool")
+        per_target = [score_pool(library, pool, self.scoring, self.rest)
+                      for library in libraries.values()]
         return zscore_mean(per_target) if len(per_target) > 1 else per_target[0]
+
+    def _projected_pool(self, ctx: SelectionContext, library: FeatureLibrary) -> np.ndarray:
+        """Pool projections over the largest candidate norm (every row's norm <= 1)."""
+        pool = project(library, self._features(ctx, "pool"))
+        return pool / max(float(np.linalg.norm(pool, axis=1).max()), 1e-12)
+
+    def similarity(self, ctx: SelectionContext, target: str) -> np.ndarray:
+        library = self._library(ctx, target)
+        samples = project(library, self._features(ctx, target), target=True)
+        samples /= np.maximum(np.linalg.norm(samples, axis=1, keepdims=True), 1e-12)
+        return self._projected_pool(ctx, library) @ samples.T
+
+    def vectors(self, ctx: SelectionContext) -> np.ndarray:
+        blocks = [self._projected_pool(ctx, self._library(ctx, t)) for t in ctx.targets]
+        return np.concatenate(blocks, axis=1) / np.sqrt(len(blocks))

@@ -25,10 +25,16 @@ TASK_TITLES = {"nb_humaneval_bpb": "HumanEval solutions, bits per byte",
 
 #: selection methods and references, in the order the report lists them
 METHOD_TITLES = {"nait": "NAIT (published recipe)", "nait_variant": "NAIT (suite variant)",
-                 "rds": "RDS+", "less": "LESS", "knn": "embedding kNN",
+                 "rds": "RDS+", "less": "LESS", "knn": "embedding kNN", "bm25": "BM25",
+                 "dsir": "DSIR",
                  "selectit": "SelectIT", "ifd": "IFD", "perplexity": "perplexity",
                  "length": "length", REFERENCE_RANDOM: "random subsets",
                  REFERENCE_FULL: "full data", BASE: "base model (no tuning)"}
+
+#: the rules of naitbench.select.rules as the report names them ("RDS+ + UOT")
+RULE_TITLES = {"max": "max", "mean": "mean", "doubly_greedy": "doubly-greedy",
+               "subtask_max_mean": "subtask max of means", "round_robin": "round-robin",
+               "uot": "UOT", "knn_uniform": "KNN-Uniform", "knn_kde": "KNN-KDE"}
 
 METRIC_UNITS = {"bits_per_byte": "bits per byte", "acc": "accuracy",
                 "exact_match": "exact match", "pass@1": "pass@1", "f1": "F1"}
@@ -84,8 +90,17 @@ def arm_label(row: Row) -> str:
 def arm_order(row: Row) -> tuple:
     """Sort key of the report's lists: known methods in table order, others after them."""
     order = list(METHOD_TITLES)
-    position = order.index(row.method) if row.method in order else len(order)
+    representation = row.method.partition("+")[0]      # a rule arm after its representation
+    position = order.index(representation) if representation in order else len(order)
     return (position, row.method, row.target or "", row.ratio or 0.0)
+
+
+def method_title(method: str) -> str:
+    """The method in words; a rule arm `<representation>+<rule>` as "RDS+ + UOT"."""
+    if method in METHOD_TITLES or "+" not in method:
+        return METHOD_TITLES.get(method, method)
+    representation, _, rule = method.partition("+")
+    return f"{METHOD_TITLES.get(representation, representation)} + {RULE_TITLES.get(rule, rule)}"
 
 
 def arm_names(rows: Iterable[Row]) -> dict[tuple, str]:
@@ -98,7 +113,7 @@ def arm_names(rows: Iterable[Row]) -> dict[tuple, str]:
         details = [r.target] if r.target else []
         if several and r.ratio is not None:
             details.append(f"{r.ratio:.0%}")
-        title = METHOD_TITLES.get(r.method, r.method)
+        title = method_title(r.method)
         if details and title.endswith(")"):   # "NAIT (published recipe)" + code
             title, _, own = title[:-1].partition(" (")
             details = [own, *details]

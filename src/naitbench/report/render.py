@@ -20,6 +20,7 @@ from naitbench.report.names import (
     arm_label,
     arm_names,
     arm_order,
+    method_title,
     task_heading,
     task_order,
     unit,
@@ -224,7 +225,7 @@ def stability_table(costs: list[Mapping]) -> list[str]:
              "|---|---|---|---|---|---|---|"]
     for cost in stable:
         st = cost["stability"]
-        lines.append(f"| {METHOD_TITLES.get(cost['method'], cost['method'])} | "
+        lines.append(f"| {method_title(cost['method'])} | "
                      f"{cost.get('target') or '-'} | {st['ratio']:g} | {st['draws']} | "
                      f"{st['mean_jaccard']:.3f} | {st['sd_jaccard']:.3f} | "
                      f"{st['min_jaccard']:.3f} |")

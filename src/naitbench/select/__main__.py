@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from naitbench.config import CONF_DIR, ConfigError, check_ratio, validate
+from naitbench.config import CONF_DIR, ConfigError, check_ratio, rule_arms, validate
 from naitbench.io import content_hash, file_hash
 from naitbench.models.precision import COMPUTE
 from naitbench.select.build import make_context, make_selector
@@ -22,11 +22,16 @@ from naitbench.tracking import start_run
 
 
 def default_name(cfg: DictConfig, method: str, ratio: float, targets: list[str]) -> str:
-    """`<method>[-<targets>]-r<ratio>-s<seed>`, plus a short hash of the selector config when
-    it differs from the catalogue's (so a sweep over e.g. layers writes distinct subsets)."""
+    """`<method>[-<targets>]-r<ratio>-s<seed>` (`method`: the selector's arm, e.g. rds+uot),
+    plus a short hash of the selector config when it differs from the catalogue's (so a sweep
+    over e.g. layers writes distinct subsets)."""
     name = subset_name(method, ratio, int(cfg.seed), targets)
     chosen = cfg.selectors[cfg.select.method] if cfg.select.get("method") else cfg.selector
-    reference = cfg.get("selectors", {}).get(method)
+    catalogue = cfg.get("selectors", {})
+    reference = catalogue.get(cfg.select.get("method") or method)
+    representation, _, rule = method.partition("+")
+    if reference is None and rule and representation in catalogue:   # a rule arm
+        reference = OmegaConf.merge(catalogue[representation], {"rule": rule})
     if reference is not None and OmegaConf.to_container(reference) != OmegaConf.to_container(
             chosen):
         name += "-" + content_hash(json.dumps(OmegaConf.to_container(chosen, resolve=True),
@@ -37,7 +42,7 @@ def default_name(cfg: DictConfig, method: str, ratio: float, targets: list[str])
 def select(cfg: DictConfig) -> Path:
     """Score the pool with the configured selector and write the subset files (and, for a
     selector with `stability_draws`, its stability under in-domain resampling)."""
-    validate(cfg)
+    validate(rule_arms(cfg))
     ratio = check_ratio(cfg.ratio)
     method = cfg.select.get("method")
     if method is not None and method not in cfg.selectors:
@@ -54,13 +59,13 @@ def select(cfg: DictConfig) -> Path:
             raise ConfigError(f"select.indomain_resample=true: {selector.name} is untargeted, "
                               f"it has no in-domain samples to resample")
         ctx = ctx.resampled(int(cfg.seed))   # the selection seed picks the bootstrap draw
-    name = cfg.select.get("name") or default_name(cfg, selector.name, ratio, targets)
+    name = cfg.select.get("name") or default_name(cfg, selector.arm, ratio, targets)
     ctx.cfg = OmegaConf.merge(cfg, {"select": {"name": name}})
     ctx.artefact_dir(name).mkdir(parents=True, exist_ok=True)
     scores = selector.run(ctx)
     ids = [r["id"] for r in ctx.pool]
     kept = top_ratio(ids, scores, ratio)
-    manifest = {"method": selector.name, "targets": targets, "ratio": ratio,
+    manifest = {"method": selector.arm, "targets": targets, "ratio": ratio,
                 "seed": int(cfg.seed), "indomain_draw": int(cfg.seed) if resample else None,
                 "pool_file": str(pool_file),
                 "pool_hash": file_hash(pool_file), "n_pool": len(ids), "cost": ctx.cost,

@@ -11,6 +11,12 @@ config key toward another (`selectors.nait_variant`), plus named groups of keys 
 selector itself; per row the Jaccard of its top `ratio` to the base's, its stability under
 in-domain resampling (naitbench.select.stability) and the share of the target's category in
 its subset. No forward pass: every row reads the one extraction.
+`python -m naitbench.select.analysis grid [overrides] --out grid.json`: every targeted
+representation (`--representations`, default NAIT, RDS+, kNN, BM25) under every rule of
+naitbench.select.rules (`--rules`), plus DSIR and random, scored from the stored features at
+`--ratio`: per cell the subset size, its Jaccard overlap with every other cell, stability
+over in-domain bootstrap draws, the share of the target's category and the wall time. No
+training: the table says which cells differ enough to be worth a trained arm.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from naitbench.data.categories import CATEGORIES, categorise
-from naitbench.io import read_jsonl, write_json
+from naitbench.io import atomic_open, read_jsonl, write_json
 from naitbench.select.build import make_context, make_selector
+from naitbench.select.rules import ALIASES, RULES
 from naitbench.select.stability import jaccard, stability, top_ids
 from naitbench.select.subset import budget, rank_order
 
@@ -128,6 +135,90 @@ def ablation_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+#: representations the grid crosses with the rules by default (LESS too with
+#: `--representations`, at the price of its warmup and gradient passes)
+GRID_REPRESENTATIONS = ("nait", "rds", "knn", "bm25")
+#: single rows beside the crossed ones: model-free DSIR and a random subset
+GRID_SINGLES = ("dsir", "random")
+
+
+def grid_cells(cfg: DictConfig, representations: Sequence[str],
+               rules: Sequence[str]) -> list[tuple[str, DictConfig]]:
+    """(label, selector config) of every representation x rule cell (`own` is the
+    representation's default), then DSIR and random; aliases of a listed rule, and the
+    density rule on a representation without candidate vectors, are left out."""
+    cells = []
+    for name in representations:
+        if name not in cfg.selectors:
+            raise ValueError(f"--representations: {name!r} is not in the selectors catalogue "
+                             f"{sorted(cfg.selectors)}")
+        base = cfg.selectors[name]
+        if "rule" not in base:
+            raise ValueError(f"--representations: {name} has no rule axis (not a similarity "
+                             f"representation)")
+        for rule in rules:
+            if rule != "own" and rule not in RULES:
+                raise ValueError(f"--rules: {rule!r}: use own or one of {sorted(RULES)}")
+            if ALIASES.get(rule) in rules or (rule == "knn_kde" and name == "bm25"):
+                continue
+            label = f"{name} + {base.rule or 'own'}" if rule == "own" else f"{name} + {rule}"
+            config = base if rule == "own" else OmegaConf.merge(base, {"rule": rule})
+            cells.append((label, config))
+    return cells + [(name, cfg.selectors[name]) for name in GRID_SINGLES]
+
+
+def grid(cfg: DictConfig, representations: Sequence[str] = GRID_REPRESENTATIONS,
+         rules: Sequence[str] = ("own", *sorted(set(RULES) - set(ALIASES))),
+         draws: int = 10, ratio: float = 0.1, category: str | None = None) -> dict:
+    """Every cell's subset, overlap, stability, category share and wall time."""
+    category = category or cfg.target.name
+    if category not in CATEGORIES:
+        raise ValueError(f"--category {category!r}: use one of {CATEGORIES}")
+    cfg = OmegaConf.merge(cfg, {"ratio": ratio})
+    ctx = replace(make_context(cfg, targeted=True), save_artefacts=False)
+    ids = [r["id"] for r in ctx.pool]
+    in_category = {r["id"] for r in ctx.pool
+                   if categorise(r["instruction"], r.get("input", "")) == category}
+    rows, kept = [], {}
+    for label, config in grid_cells(cfg, representations, rules):
+        if label in kept:
+            continue
+        began = time.perf_counter()
+        selector = make_selector(config)
+        kept[label] = top_ids(ids, selector.score(ctx), ratio)
+        wall = time.perf_counter() - began
+        rows.append({"cell": label, "selector": OmegaConf.to_container(config),
+                     "size": len(kept[label]), "ids": sorted(kept[label]), "wall_s": wall,
+                     "category_share": len(kept[label] & in_category) / len(kept[label]),
+                     "stability": (stability(selector, ctx, draws, ratio)
+                                   if selector.targeted and draws > 1 else None)})
+    for row in rows:
+        row["jaccard"] = {other: jaccard(kept[row["cell"]], kept[other]) for other in kept}
+    return {"targets": list(ctx.targets), "ratio": ratio, "draws": draws,
+            "category": category, "n_pool": len(ids),
+            "pool_category_share": len(in_category) / len(ids), "rows": rows}
+
+
+def grid_table(result: dict) -> str:
+    """The grid as Markdown: one row per cell, then the overlap matrix (cells numbered)."""
+    rows = result["rows"]
+    lines = [f"| # | cell | size | stability (mean Jaccard, {result['draws']} draws) | "
+             f"{result['category']} share | wall s |", "|---|---|---|---|---|---|"]
+    for number, row in enumerate(rows, 1):
+        st = row["stability"]
+        stable = f"{st['mean_jaccard']:.3f} (sd {st['sd_jaccard']:.3f})" if st else "-"
+        lines.append(f"| {number} | {row['cell']} | {row['size']} | {stable} | "
+                     f"{row['category_share']:.1%} | {row['wall_s']:.1f} |")
+    lines.append(f"| | pool | {result['n_pool']} | | {result['pool_category_share']:.1%} | |")
+    lines += ["", "Jaccard overlap of the subsets (row # against column #):", "",
+              "| # | " + " | ".join(str(i) for i in range(1, len(rows) + 1)) + " |",
+              "|---" * (len(rows) + 1) + "|"]
+    for number, row in enumerate(rows, 1):
+        lines.append(f"| {number} | " + " | ".join(
+            f"{row['jaccard'][other['cell']]:.2f}" for other in rows) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m naitbench.select.analysis")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,8 +242,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     ab.add_argument("--ratio", type=float, default=0.1)
     ab.add_argument("--category", default=None, help="default: the target's name")
     ab.add_argument("--out", type=Path, required=True)
+    gr = sub.add_parser("grid", help="every representation x rule, DSIR and random, from "
+                                     "the stored features (no training)")
+    gr.add_argument("overrides", nargs="*", help="Hydra overrides of conf/")
+    gr.add_argument("--representations", default=",".join(GRID_REPRESENTATIONS))
+    gr.add_argument("--rules", default="own," + ",".join(sorted(set(RULES) - set(ALIASES))),
+                    help="comma-separated; own: each representation's default rule")
+    gr.add_argument("--draws", type=int, default=10)
+    gr.add_argument("--ratio", type=float, default=0.1)
+    gr.add_argument("--category", default=None, help="default: the target's name")
+    gr.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.command == "ablation":
+    if args.command == "grid":
+        from naitbench.config import compose
+
+        result = grid(compose(args.overrides), args.representations.split(","),
+                      args.rules.split(","), args.draws, args.ratio, args.category)
+        print(grid_table(result))
+        with atomic_open(args.out.with_suffix(".md")) as handle:
+            handle.write(grid_table(result) + "\n")
+    elif args.command == "ablation":
         from naitbench.config import compose
 
         groups = [g.split("+") for g in args.groups.split(",") if g]

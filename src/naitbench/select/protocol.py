@@ -134,6 +134,11 @@ class Selector(abc.ABC):
         #: bootstrap draws of the in-domain sets for the stability figure (0: not computed)
         self.stability_draws = int(stability_draws)
 
+    @property
+    def arm(self) -> str:
+        """The method's name in subset names, manifests and the report."""
+        return self.name
+
     @abc.abstractmethod
     def score(self, ctx: SelectionContext) -> np.ndarray:
         """One float per pool candidate, in pool order; higher means keep."""
