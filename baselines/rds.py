@@ -25,6 +25,7 @@ class RDSSelector(SimilaritySelector):
     """Representation-based data selection with the RDS+ representation."""
 
     default_rule = "round_robin"
+    reads_features = True
 
     def __init__(self, name: str = "rds", spec: str = "final.weighted", **kwargs):
         super().__init__(name, **kwargs)

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 
 from naitbench.features import FORWARD_PASSES, FeatureStore, Spec, ensure_features
 from naitbench.features.capture import capture_batch, collate, parse_specs
@@ -185,3 +186,25 @@ def test_a_store_of_chosen_layers(tmp_path, prepared_smoke, tiny_model_dir):
     # what extracted each store is recorded, and its precision is part of the key
     assert every.compute == {"precision": "fp32", "device": "cpu"}
     assert bf16.compute == {"precision": "bf16", "device": "cpu"}
+
+
+def test_a_second_extraction_differs_only_in_ignored_timing_files(tmp_path, prepared_smoke,
+                                                                   tiny_model_dir):
+    """Wall times live in `*.timing.json` beside the arrays, which .dvcignore keeps out of
+    the features output's hash: extracting the same store again changes no hashed byte."""
+    from naitbench.features.store import TIMING
+
+    pool = prepared_smoke / "pool" / "pool.jsonl"
+    stores = [ensure_features(pool, tiny_model_dir, ["mlp.mean", "final.weighted"],
+                              root=tmp_path / name, max_length=64, shard_size=16)[0]
+              for name in ("a", "b")]
+
+    def hashed(store: FeatureStore) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in store.path.iterdir()
+                if not p.name.endswith(".timing.json")}
+
+    assert hashed(stores[0]) == hashed(stores[1])
+    assert "wall_s" not in stores[0].index["cost"]
+    assert stores[0].cost["wall_s"] > 0 and (stores[0].path / TIMING).exists()
+    dvcignore = (REPO / ".dvcignore").read_text().splitlines()
+    assert "*.timing.json" in dvcignore and TIMING.endswith(".timing.json")

@@ -50,7 +50,7 @@ def _top(ctx: SelectionContext, scores: np.ndarray, k: int = 10) -> set[str]:
 @pytest.mark.parametrize("rule", ["max", "mean", "round_robin", "uot", "knn_uniform"])
 def test_bm25_keeps_the_planted_code_candidates(rule):
     ctx, code = _ctx()
-    params = {"alpha": 0.9} if rule == "knn_uniform" else {}   # K inside the 12
+    params = {"alpha": 0.9} if rule == "knn_uniform" else {}   # K inside the 12 code
     kept = _top(ctx, BM25Selector(rule=rule, rule_params=params).run(ctx))
     assert len(kept & code) >= 9, rule     # a random 10 of 100 holds 1.2 code candidates
 

@@ -19,7 +19,8 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
     run_ok([sys.executable, "-m", "naitbench.config", "dump", *profile], copy, env)
     first = run_ok([sys.executable, "-m", "dvc", "repro"], copy, env)
     for stage in ("prepare_raters@second", "features", "select@nait-code-0.1",
-                  "select@less-code-0.1", "select_untargeted@selectit-0.1",
+                  "select_own@less-code-0.1", "select@rds+uot-code-0.1",
+                  "select_untargeted@selectit-0.1",
                   "select_random@0.1-2", "train_full@0", "evaluate_base", "report"):
         assert f"Running stage '{stage}'" in first
     data = copy / "data"
@@ -63,16 +64,18 @@ def test_smoke_pipeline_end_to_end(tmp_path, data_root):
     shown = run_ok([sys.executable, "-m", "dvc", "exp", "show", "--json"], copy, env)
     assert _has_param(json.loads(shown), "power", 0.9)
 
-    # Features re-extracted in another process (with another batch size) and selection
-    # re-run: training depends on the ids-only subset files, so no training or scoring stage
-    # is out of date (test_select checks that float noise leaves those files unchanged).
+    # Features re-extracted in another process (with another batch size) and the selections
+    # that read them re-run: training depends on the ids-only subset files, so no training or
+    # scoring stage is out of date (test_select checks that float noise leaves those files
+    # unchanged); the methods with passes of their own (select_own) do not read the features
+    # and are not out of date either.
     subset_files = {p: p.read_bytes() for p in (data / "subsets").glob("*-s0.jsonl")
                     if not p.name.endswith(".scores.jsonl")}
     run_ok([sys.executable, "-m", "naitbench.config", "dump", *profile, "report.power=0.9",
             "features.batch_size=3"], copy, env)
     rerun = run_ok([sys.executable, "-m", "dvc", "repro", "--glob", "select@*"], copy, env)
     assert "Running stage 'features'" in rerun
-    assert all(f"Running stage 'select@{m}-code-0.1'" in rerun for m in ("nait", "rds", "knn"))
+    assert all(f"Running stage 'select@{m}-code-0.1'" in rerun for m in ("nait", "rds"))
     assert {p: p.read_bytes() for p in subset_files} == subset_files
     status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=copy,
                             env=env, capture_output=True, text=True, check=True).stdout

@@ -9,10 +9,6 @@ import pytest
 from naitbench.config import ConfigError
 from naitbench.select.rules import ALIASES, RULES, apply_rule, kde_density
 
-#: parameters under which each rule is exercised on a 90-candidate pool: TSDS's own alpha
-#: (0.5) for the KNN rules, whose Critical Look default (0.01) is tuned for 200K candidates
-SMALL_POOL = {"knn_uniform": {"alpha": 0.5}, "knn_kde": {"alpha": 0.5}}
-
 
 def clustered(n_per: int = 30, clusters: int = 3, dim: int = 16, noise: float = 0.15,
               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -38,7 +34,7 @@ def scores_of(rule: str, similarity: np.ndarray, vectors: np.ndarray | None = No
               groups=None, **params) -> np.ndarray:
     return apply_rule(similarity, rule, groups=groups,
                       vectors=None if vectors is None else (lambda: vectors),
-                      params={**SMALL_POOL.get(rule, {}), **params})
+                      params=params)
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
@@ -128,9 +124,10 @@ def test_bad_rules_and_matrices_are_refused_with_what_is_accepted():
         apply_rule(np.array([[np.nan]]), "max")
 
 
-def test_knn_uniform_at_the_critical_look_alpha_takes_the_whole_small_pool():
-    """alpha = 0.01 grows K until sum of distance gaps >= 495 per target sample: on a pool
-    of 90 every candidate is in every neighbourhood, so every probability is equal."""
+def test_knn_uniform_refuses_a_neighbourhood_of_the_whole_pool():
+    """At Critical Look's alpha (0.01, tuned for 197K candidates) K grows until the distance
+    gaps sum to 495 per target sample: on 90 candidates every one is in every neighbourhood,
+    every probability is equal, and the rule says so instead of returning pool order."""
     pool, _ = clustered()
-    scores = apply_rule(pool @ near(0, 3).T, "knn_uniform")
-    assert list(np.argsort(-scores, kind="stable")) == list(range(len(pool)))
+    with pytest.raises(ValueError, match=r"grew to the whole pool of 90.*raise alpha"):
+        apply_rule(pool @ near(0, 3).T, "knn_uniform", params={"alpha": 0.01})

@@ -265,11 +265,10 @@ def test_resume_on_a_fresh_clone_runs_only_what_is_unfinished(prepared, referenc
             a.pop(volatile, None), b.pop(volatile, None)
         assert a == b, name
 
-    # A method added on the clone: its selection declares the feature store as an input (as
-    # every targeted one does), so the store, finished elsewhere, is extracted again first.
-    # The store's summary records its own wall time, so its hash changes and NAIT's
-    # selection, which reads it, runs again (cheap: stored features); it picks the same ids,
-    # so no NAIT cell is trained or scored again. Only kNN's cells run.
+    # A method added on the clone: kNN does its own pass and does not read the feature store
+    # (a select_own stage), so nothing upstream runs but its selection: the store, finished
+    # elsewhere, is not extracted again, NAIT's selection is finished, and only kNN's cells
+    # run.
     run_ok([sys.executable, "-m", "naitbench.config", "dump", "profile=smoke",
             f"paths.data_root={data_root}", "tracking=disabled", *MATRIX,
             "runs.targeted=[nait,knn]"], second, env)
@@ -278,8 +277,7 @@ def test_resume_on_a_fresh_clone_runs_only_what_is_unfinished(prepared, referenc
                    "scale.chunk=2", "scale.allow_missing=true")
     assert added.returncode == 0, (added.stdout[-3000:], added.stderr[-3000:])
     ran = {line for line in added.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {"Running stage 'features':", "Running stage 'select@knn-code-0.1':",
-                   "Running stage 'select@nait-code-0.1':"}
+    assert ran == {"Running stage 'select_own@knn-code-0.1':"}
     assert (second / "data" / "subsets" / "nait-code-r0.1-s0.jsonl").read_bytes() == nait_ids
     assert "2 pending cells" in added.stdout
     assert "finished and committed: 2 cells" in added.stdout

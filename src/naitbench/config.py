@@ -135,6 +135,19 @@ def targeted_once(targeted: Sequence[str], selection_seeds: Any = None) -> list[
     return [m for m in targeted if m not in dict(selection_seeds or {})]
 
 
+def split_by_features(selectors: Any, targeted: Sequence[str], selection_seeds: Any,
+                      reads: bool) -> list[str]:
+    """The methods selected once (`targeted_once`) whose selector reads the stored features
+    (`reads`) or does not: the `select` and `select_own` stages, only the first of which
+    depends on the features stage."""
+    from hydra.utils import get_class
+
+    once = targeted_once(targeted, selection_seeds)
+    arms = _known_arms(selectors, once)
+    return [m for m in once if m in arms
+            and bool(getattr(get_class(arms[m]["_target_"]), "reads_features", False)) == reads]
+
+
 def used_raters(raters: Any, selectors: Any, methods: Sequence[str]) -> dict[str, Any]:
     """The rater models (prepare_raters stages) that a selector of the matrix reads through its
     `models` list, so a profile without SelectIT converts none."""
@@ -193,6 +206,9 @@ OmegaConf.register_new_resolver(  # `runs.resampled`: the select_resampled stage
 OmegaConf.register_new_resolver(  # `runs.targeted_once`: the select stages' methods
     "nb_once", lambda *lists: ListConfig(targeted_once(*(_plain(x) for x in lists))),
     replace=True)
+OmegaConf.register_new_resolver(  # `runs.select_features` / `runs.select_own`: the two stages
+    "nb_reading", lambda selectors, targeted, seeds, reads: ListConfig(split_by_features(
+        selectors, _plain(targeted), _plain(seeds), bool(reads))), replace=True)
 OmegaConf.register_new_resolver(  # `runs.arms`: each targeted method's config (rule arms too)
     "nb_arms", lambda selectors, methods: DictConfig(_known_arms(selectors, _plain(methods))),
     replace=True)
@@ -246,6 +262,11 @@ def check_runs(cfg: DictConfig) -> None:
                 raise ConfigError(f"runs.{key} does not match runs.targeted/targets/ratios/"
                                   f"selection_seeds; rewrite params.yaml (python -m "
                                   f"naitbench.config dump)")
+    for key, reads in (("select_features", True), ("select_own", False)):
+        if key in runs and _plain(runs[key]) != split_by_features(
+                cfg.selectors, runs.targeted, runs.get("selection_seeds"), reads):
+            raise ConfigError(f"runs.{key} does not match runs.targeted and selectors; rewrite "
+                              f"params.yaml (python -m naitbench.config dump)")
     if "arms" in runs and _resolved(runs.arms) != arm_configs(cfg.selectors, runs.targeted):
         raise ConfigError("runs.arms does not match runs.targeted and selectors; rewrite "
                           "params.yaml (python -m naitbench.config dump)")

@@ -43,6 +43,16 @@ from naitbench.io import atomic_open, content_hash, file_hash, read_jsonl, write
 from naitbench.models.precision import COMPUTE, autocast, compute_record, resolve_autocast
 
 INDEX = "index.json"
+#: wall time of the calls that built a store, kept beside its index rather than in it and
+#: ignored by DVC (`*.timing.json` in .dvcignore): a re-extraction that writes the same arrays
+#: then gives the features output the same hash, and no selection reading it runs again
+TIMING = "cost.timing.json"
+
+
+def _wall(path: Path) -> float:
+    """The store's recorded extraction wall time (0 when none was recorded)."""
+    timing = path / TIMING
+    return float(json.loads(timing.read_text())["wall_s"]) if timing.exists() else 0.0
 
 
 def _sha256(path: Path) -> str:
@@ -129,8 +139,10 @@ class FeatureStore:
 
     @property
     def cost(self) -> dict:
-        """What building this store cost, summed over every extraction call that added to it."""
-        return self.index.get("cost", {"forward_tokens": 0, "batches": 0, "wall_s": 0.0})
+        """What building this store cost, summed over every extraction call that added to it
+        (tokens and batches from the index, wall time from its timing file)."""
+        cost = {"forward_tokens": 0, "batches": 0, **self.index.get("cost", {})}
+        return {**cost, "wall_s": _wall(self.path) or float(cost.get("wall_s", 0.0))}
 
     def complete(self, spec: Spec) -> bool:
         """Every shard of `spec` is recorded."""
@@ -194,8 +206,8 @@ def _fold_parts(path: Path, index: dict) -> dict:
         for key in ("forward_tokens", "batches"):
             cost[key] = cost.get(key, 0) + part["cost"].get(key, 0)
         wall = max(wall, part["cost"].get("wall_s", 0.0))
-    cost["wall_s"] = cost.get("wall_s", 0.0) + wall
     index["shards"], index["cost"] = [shards[s] for s in sorted(shards)], cost
+    write_json(path / TIMING, {"wall_s": _wall(path) + wall})
     write_json(path / INDEX, index)
     for part_path in parts:
         part_path.unlink()
@@ -258,11 +270,11 @@ def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequ
         first = rank * per_rank + min(rank, extra)
         todo = todo[first:first + per_rank + (rank < extra)]
         base = json.loads(json.dumps(index))   # index.json as on disk (verified entries)
-        before_all = dict(base.get("cost", {}))
+        before_all = {**base.get("cost", {}), "wall_s": _wall(path)}
         index_path = path / f"index.rank{rank:03d}.json"
         shards, before = {}, {}
     else:
-        before = dict(index.get("cost", {}))
+        before = {**index.get("cost", {}), "wall_s": _wall(path)}
     began = time.perf_counter()
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, dtype="float32", device=device)   # precision: autocast
@@ -298,7 +310,12 @@ def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequ
             shard["files"][name] = {"file": file, "sha256": _sha256(path / file)}
         index["shards"] = [shards[s] for s in sorted(shards)]
         cost["wall_s"] = time.perf_counter() - began
-        index["cost"] = {k: before.get(k, 0) + v for k, v in cost.items()}
+        totals = {k: before.get(k, 0) + v for k, v in cost.items()}
+        if world > 1:   # a rank's part keeps its wall time until rank 0 folds the parts
+            index["cost"] = totals
+        else:
+            index["cost"] = {k: v for k, v in totals.items() if k != "wall_s"}
+            write_json(path / TIMING, {"wall_s": totals["wall_s"]})
         write_json(index_path, index)
     progress.close()
     del model

@@ -71,6 +71,7 @@ class NAITSelector(SimilaritySelector):
 
     #: no rule: NAIT's own score (the published recipe); a rule puts NAIT on the rule axis
     default_rule = None
+    reads_features = True
 
     def __init__(self, name: str = "nait", site: str = "residual", feature: str = "drift",
                  span: str = "sample", layers: Sequence[int | float] | None = None, k: int = 1,

@@ -185,7 +185,12 @@ def grid(cfg: DictConfig, representations: Sequence[str] = GRID_REPRESENTATIONS,
             continue
         began = time.perf_counter()
         selector = make_selector(config)
-        kept[label] = top_ids(ids, selector.score(ctx), ratio)
+        try:
+            kept[label] = top_ids(ids, selector.score(ctx), ratio)
+        except ValueError as error:     # a rule that cannot rank this pool says why
+            rows.append({"cell": label, "selector": OmegaConf.to_container(config),
+                         "error": str(error)})
+            continue
         wall = time.perf_counter() - began
         rows.append({"cell": label, "selector": OmegaConf.to_container(config),
                      "size": len(kept[label]), "ids": sorted(kept[label]), "wall_s": wall,
@@ -193,15 +198,18 @@ def grid(cfg: DictConfig, representations: Sequence[str] = GRID_REPRESENTATIONS,
                      "stability": (stability(selector, ctx, draws, ratio)
                                    if selector.targeted and draws > 1 else None)})
     for row in rows:
-        row["jaccard"] = {other: jaccard(kept[row["cell"]], kept[other]) for other in kept}
+        if row["cell"] in kept:
+            row["jaccard"] = {other: jaccard(kept[row["cell"]], kept[other]) for other in kept}
     return {"targets": list(ctx.targets), "ratio": ratio, "draws": draws,
             "category": category, "n_pool": len(ids),
             "pool_category_share": len(in_category) / len(ids), "rows": rows}
 
 
 def grid_table(result: dict) -> str:
-    """The grid as Markdown: one row per cell, then the overlap matrix (cells numbered)."""
-    rows = result["rows"]
+    """The grid as Markdown: one row per cell, then the overlap matrix (cells numbered); a
+    cell whose rule refused the pool is listed under the table with its reason."""
+    failed = [r for r in result["rows"] if "error" in r]
+    rows = [r for r in result["rows"] if "error" not in r]
     lines = [f"| # | cell | size | stability (mean Jaccard, {result['draws']} draws) | "
              f"{result['category']} share | wall s |", "|---|---|---|---|---|---|"]
     for number, row in enumerate(rows, 1):
@@ -210,6 +218,7 @@ def grid_table(result: dict) -> str:
         lines.append(f"| {number} | {row['cell']} | {row['size']} | {stable} | "
                      f"{row['category_share']:.1%} | {row['wall_s']:.1f} |")
     lines.append(f"| | pool | {result['n_pool']} | | {result['pool_category_share']:.1%} | |")
+    lines += [f"\nNot ranked: {r['cell']}: {r['error']}" for r in failed]
     lines += ["", "Jaccard overlap of the subsets (row # against column #):", "",
               "| # | " + " | ".join(str(i) for i in range(1, len(rows) + 1)) + " |",
               "|---" * (len(rows) + 1) + "|"]

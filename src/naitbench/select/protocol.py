@@ -128,6 +128,9 @@ class Selector(abc.ABC):
 
     #: whether the method looks at target in-domain samples
     targeted: bool = False
+    #: whether it reads the stored features (only those selections depend on the features
+    #: stage, so features extracted on another CPU re-run no other method)
+    reads_features: bool = False
 
     def __init__(self, name: str, stability_draws: int = 0, **_: Any):
         self.name = name

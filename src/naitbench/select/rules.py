@@ -132,6 +132,10 @@ def _knn_uniform(similarity: np.ndarray, alpha: float, c: float, prefetch: int) 
         if alpha / c * gap >= (1.0 - alpha) * m:
             break
         k += 1
+    if k == limit == n:
+        raise ValueError(f"knn_uniform: at alpha={alpha} the common neighbourhood grew to the "
+                         f"whole pool of {n}, so every candidate is equally likely and the "
+                         f"ranking would be pool order; raise alpha (rule_params.alpha)")
     probability = np.zeros(n)
     np.add.at(probability, index[:, :k].ravel(), 1.0 / (k * m))
     return _by_probability(probability)
@@ -198,9 +202,11 @@ RULES: dict[str, Rule] = {
     "round_robin": Rule(_round_robin),
     "uot": Rule(_uot, {"eps": 0.01, "reg_m_target": float("inf"), "reg_m_candidate": 1e-4},
                 cosine=True),
-    "knn_uniform": Rule(_knn_uniform, {"alpha": 0.01, "c": 5.0, "prefetch": 5000},
+    # alpha: TSDS's default (Critical Look ran 0.01 on 197K candidates; on a pool of a few
+    # thousand that grows every neighbourhood to the whole pool)
+    "knn_uniform": Rule(_knn_uniform, {"alpha": 0.5, "c": 5.0, "prefetch": 5000},
                         cosine=True),
-    "knn_kde": Rule(_knn_kde, {"alpha": 0.01, "c": 5.0, "bandwidth": 0.75, "prefetch": 5000,
+    "knn_kde": Rule(_knn_kde, {"alpha": 0.5, "c": 5.0, "bandwidth": 0.75, "prefetch": 5000,
                                "kde_neighbours": 1000}, cosine=True, vectors=True),
 }
 
