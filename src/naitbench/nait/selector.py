@@ -88,9 +88,16 @@ class NAITSelector(SimilaritySelector):
         self.k, self.centre, self.scoring, self.rest = int(k), centre, scoring, rest
 
     def _features(self, ctx: SelectionContext, name: str) -> np.ndarray:
-        """[n, layers, d] activation features of 'pool' or a target (its draw's rows)."""
+        """[n, layers, d] activation features of 'pool' (made once per context: the pool's
+        can be gigabytes) or of a target (its draw's rows)."""
         layers = resolve_layers(self.layers, ctx.store("pool").n_layers(self.specs[0]))
-        return activation_features(lambda s: ctx.features(name, s, layers), self.specs)
+        key = ("activation features", self.specs, tuple(layers))
+        if name == "pool" and key in ctx.loaded:
+            return ctx.loaded[key]
+        features = activation_features(lambda s: ctx.features(name, s, layers), self.specs)
+        if name == "pool":
+            ctx.loaded[key] = features
+        return features
 
     def _library(self, ctx: SelectionContext, target: str) -> FeatureLibrary:
         layers = resolve_layers(self.layers, ctx.store("pool").n_layers(self.specs[0]))
