@@ -1,7 +1,9 @@
 """Forward hooks that record pooled activations of every layer in one pass.
 
-Sites: `mlp` = the input of each block's `down_proj` (the MLP neurons), `residual` = each
-block's output hidden state, `final` = the hidden state after the final norm (one "layer").
+Sites: `mlp` = the input of each block's MLP output projection (the MLP neurons; `down_proj`
+in Llama-style models), `residual` = each block's output hidden state, `final` = the hidden
+state after the final norm (one "layer"); naitbench.models.anatomy finds them by
+architecture.
 Poolings (the formatted sample is prompt + response + eos, so its last token is also the last
 response token):
 - over the response tokens: `mean`, `response_first` (the first response token);
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from naitbench.models.anatomy import anatomy
 
 SITES = ("mlp", "residual", "final")
 POOLINGS = ("mean", "last", "weighted", "first", "response_first", "sample_mean")
@@ -76,24 +80,20 @@ def pool(hidden: torch.Tensor, response: torch.Tensor, real: torch.Tensor,
     return torch.bmm(weights.unsqueeze(1), hidden).squeeze(1).float() / total
 
 
-def _blocks(model: Any) -> Any:
-    body = getattr(model, "model", model)
-    return body, body.layers
-
-
 @torch.no_grad()
 def capture_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   response_mask: torch.Tensor, specs: Sequence[Spec],
                   layers: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
     """Pooled features of one padded batch: {spec name: [B, len(layers), D]} (all blocks when
     `layers` is None; final: 1 layer)."""
-    body, blocks = _blocks(model)
-    chosen = list(range(len(blocks))) if layers is None else list(layers)
-    outputs: dict[str, list] = {s.name: [None] * len(chosen) for s in specs if s.site != "final"}
-    outputs.update({s.name: [None] for s in specs if s.site == "final"})
     by_site: dict[str, list[Spec]] = {}
     for spec in specs:
         by_site.setdefault(spec.site, []).append(spec)
+    parts = anatomy(model, by_site)
+    blocks = parts.blocks
+    chosen = list(range(len(blocks))) if layers is None else list(layers)
+    outputs: dict[str, list] = {s.name: [None] * len(chosen) for s in specs if s.site != "final"}
+    outputs.update({s.name: [None] for s in specs if s.site == "final"})
 
     def record(site: str, index: int, hidden: torch.Tensor) -> None:
         for spec in by_site[site]:
@@ -104,16 +104,16 @@ def capture_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
         for i, layer in enumerate(chosen):
             block = blocks[layer]
             if "mlp" in by_site:
-                handles.append(block.mlp.down_proj.register_forward_pre_hook(
+                handles.append(parts.mlp_outputs[layer].register_forward_pre_hook(
                     lambda _m, args, i=i: record("mlp", i, args[0])))
             if "residual" in by_site:
                 handles.append(block.register_forward_hook(
                     lambda _m, _a, out, i=i: record("residual", i,
                                                    out[0] if isinstance(out, tuple) else out)))
         if "final" in by_site:
-            handles.append(body.norm.register_forward_hook(
+            handles.append(parts.final_norm.register_forward_hook(
                 lambda _m, _a, out: record("final", 0, out)))
-        body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        parts.body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     finally:
         for handle in handles:
             handle.remove()

@@ -227,6 +227,7 @@ def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequ
     `fail_after_shards` raises after writing that many shards (tests use it to interrupt).
     """
     from naitbench.config import check_layers
+    from naitbench.models.anatomy import anatomy
     from naitbench.models.load import load_model, load_tokenizer, num_layers
 
     wanted = parse_specs(specs)
@@ -278,6 +279,7 @@ def ensure_features(records_file: str | Path, model_dir: str | Path, specs: Sequ
     began = time.perf_counter()
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, dtype="float32", device=device)   # precision: autocast
+    anatomy(model, {spec.site for spec in wanted})   # every part the specs hook, or a clear error
     device = next(model.parameters()).device
     if layers is not None:
         index["model_layers"] = num_layers(model)
