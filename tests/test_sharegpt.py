@@ -9,9 +9,9 @@ import json
 
 import pytest
 
+from naitbench.data.conversations import conversation_pairs
 from naitbench.data.pool import build_pool
 from naitbench.data.records import BadRecordLog, DataError
-from naitbench.data.sharegpt import first_turn_pairs
 from naitbench.data.sources import package_file
 from naitbench.models.load import load_tokenizer
 
@@ -60,7 +60,7 @@ def test_pairs_left_out_and_bad_records_are_counted_and_the_cut_is_reported(tmp_
     records = [GOOD, GOOD, *LEFT_OUT.values(), *(r for r, _ in BAD)]
     path = _cut_file(tmp_path, records, _conv("z_0", ("human", "Cut"), ("gpt", "off here")))
     log = BadRecordLog()
-    pairs, counts = first_turn_pairs(_spec(path), on_bad="skip", log=log, max_chars=100)
+    pairs, counts = conversation_pairs(_spec(path), on_bad="skip", log=log, max_chars=100)
     assert counts == {"conversations_recovered": len(records), "bad_records": len(BAD),
                       "first_turn_pairs": 2, "not_a_pair": {k: 1 for k in sorted(LEFT_OUT)}}
     assert [row for _, row in pairs] == [{"instruction": "Write a haiku.", "input": "",
@@ -76,7 +76,7 @@ def test_pairs_left_out_and_bad_records_are_counted_and_the_cut_is_reported(tmp_
 def test_a_bad_record_stops_the_read_naming_file_line_and_field(tmp_path, record, field):
     path = _cut_file(tmp_path, [GOOD, record], GOOD)
     with pytest.raises(DataError) as info:
-        first_turn_pairs(_spec(path), on_bad="error", log=BadRecordLog(), max_chars=100)
+        conversation_pairs(_spec(path), on_bad="error", log=BadRecordLog(), max_chars=100)
     assert (info.value.file, info.value.line, info.value.field) == (path, 3, field)
 
 
@@ -99,8 +99,8 @@ def test_hub_rows_are_checked_like_file_records(tmp_path):
     hub = {"path": "json", "name": None, "split": "train", "data_files": str(path)}
     spec = {"source": "hub", "hub": hub}
     with pytest.raises(DataError, match=r"train:2: field 'conversations\[1\]\.value': absurd"):
-        first_turn_pairs(spec, on_bad="error", log=BadRecordLog(), max_chars=100)
-    pairs, counts = first_turn_pairs(spec, on_bad="skip", log=BadRecordLog(), max_chars=100)
+        conversation_pairs(spec, on_bad="error", log=BadRecordLog(), max_chars=100)
+    pairs, counts = conversation_pairs(spec, on_bad="skip", log=BadRecordLog(), max_chars=100)
     assert [row["source_id"] for _, row in pairs] == ["a_0"]
     assert (counts["bad_records"], counts["not_a_pair"]) == (1, {"no answer": 1})
 

@@ -15,6 +15,9 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from naitbench.cli import reported_errors
+from naitbench.errors import UserError
+
 PACKAGE_REPO = Path(__file__).resolve().parents[2]
 
 
@@ -32,7 +35,7 @@ PROFILES = ("smoke", "embedded", "embedded-all", "embedded-full", "embedded-base
             "paper")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value that cannot work; the message says which key and why."""
 
 
@@ -336,14 +339,15 @@ def dump_params(output: Path, overrides: Sequence[str] = ()) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m naitbench.config dump [overrides...]` rewrites params.yaml."""
-    parser = argparse.ArgumentParser(prog="python -m naitbench.config")
-    parser.add_argument("command", choices=["dump"])
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. profile=smoke")
-    parser.add_argument("--output", type=Path, default=REPO_DIR / "params.yaml",
-                        help="default: params.yaml of the checkout in the working directory")
-    args = parser.parse_args(argv)
-    dump_params(args.output, args.overrides)
-    print(f"wrote {args.output}")
+    with reported_errors():
+        parser = argparse.ArgumentParser(prog="python -m naitbench.config")
+        parser.add_argument("command", choices=["dump"])
+        parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. profile=smoke")
+        parser.add_argument("--output", type=Path, default=REPO_DIR / "params.yaml",
+                            help="default: params.yaml of the checkout in the working directory")
+        args = parser.parse_args(argv)
+        dump_params(args.output, args.overrides)
+        print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

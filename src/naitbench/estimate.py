@@ -36,10 +36,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from naitbench.cli import reported_errors
 from naitbench.config import REPO_DIR, selection_draws, subset_names, trained_pairs
 from naitbench.data.pool import read_rows, subsample
 from naitbench.data.records import BadRecordLog
 from naitbench.data.template import format_prompt
+from naitbench.errors import UserError
 from naitbench.machine import MACHINE_FILE, read_machine_file
 
 #: which target's held-out set an lm-eval task of the pack scores
@@ -60,7 +62,7 @@ PARTS = (PREPARE, FEATURES, SELECT, SELECT_GRADS, TRAIN, EVALUATE, REPORT)
 BACKWARD = (TRAIN, SELECT_GRADS)
 
 
-class NoRates(LookupError):
+class NoRates(UserError, LookupError):
     """The profile's rates were not measured for this machine or this model."""
 
 
@@ -411,32 +413,35 @@ def render(parts: Mapping[str, float], profile: str, machine: str = "the referen
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m naitbench.estimate")
-    parser.add_argument("--params", type=Path, default=REPO_DIR / "params.yaml",
-                        help="default: params.yaml of the checkout in the working directory")
-    parser.add_argument("--no-probe", action="store_true",
-                        help="skip the speed probe: print the reference machine's times")
-    parser.add_argument("--cells", type=int, default=1,
-                        help="train and evaluate cells run at once (make repro's CELLS)")
-    parser.add_argument("--machine", type=Path, default=MACHINE_FILE,
-                        help="what `python -m naitbench.machine cells` measured here")
-    args = parser.parse_args(argv)
-    cfg = OmegaConf.load(args.params)
-    try:
-        here = plan(cfg, probe=not args.no_probe, machine_record=read_machine_file(args.machine))
-        parts = estimate(OmegaConf.merge(cfg, {"estimate": here.rates}), here.speed, args.cells,
-                         here.precision.get(TRAIN, "fp32"), here.train_cells_gain)
-    except NoRates as error:
-        print(f"No estimate for profile '{cfg.profile_name}': {error}", flush=True)
-        return
-    for note in here.notes:
-        print(note, flush=True)
-    speed = None if here.machine != "this machine" else here.speed
-    if args.cells > 1:
-        source = ("training's gain measured here" if here.train_cells_gain
-                  else "estimate.cells_gain")
-        print(f"train and evaluate: {args.cells} cells at once ({source})", flush=True)
-    print(render(parts, cfg.profile_name, here.machine, speed, here.precision), flush=True)
+    with reported_errors():
+        parser = argparse.ArgumentParser(prog="python -m naitbench.estimate")
+        parser.add_argument("--params", type=Path, default=REPO_DIR / "params.yaml",
+                            help="default: params.yaml of the checkout in the working directory")
+        parser.add_argument("--no-probe", action="store_true",
+                            help="skip the speed probe: print the reference machine's times")
+        parser.add_argument("--cells", type=int, default=1,
+                            help="train and evaluate cells run at once (make repro's CELLS)")
+        parser.add_argument("--machine", type=Path, default=MACHINE_FILE,
+                            help="what `python -m naitbench.machine cells` measured here")
+        args = parser.parse_args(argv)
+        cfg = OmegaConf.load(args.params)
+        try:
+            here = plan(cfg, probe=not args.no_probe,
+                        machine_record=read_machine_file(args.machine))
+            parts = estimate(OmegaConf.merge(cfg, {"estimate": here.rates}), here.speed,
+                             args.cells, here.precision.get(TRAIN, "fp32"),
+                             here.train_cells_gain)
+        except NoRates as error:
+            print(f"No estimate for profile '{cfg.profile_name}': {error}", flush=True)
+            return
+        for note in here.notes:
+            print(note, flush=True)
+        speed = None if here.machine != "this machine" else here.speed
+        if args.cells > 1:
+            source = ("training's gain measured here" if here.train_cells_gain
+                      else "estimate.cells_gain")
+            print(f"train and evaluate: {args.cells} cells at once ({source})", flush=True)
+        print(render(parts, cfg.profile_name, here.machine, speed, here.precision), flush=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from naitbench.cli import reported_errors
 from naitbench.scale.job import cell_env
 
 #: two cells at once must train this much faster than one alone to be chosen (noise margin)
@@ -138,36 +139,37 @@ def read_machine_file(path: Path = MACHINE_FILE) -> dict[str, Any] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from omegaconf import OmegaConf
+    with reported_errors():
+        from omegaconf import OmegaConf
 
-    from naitbench.config import REPO_DIR
-    from naitbench.io import write_json
+        from naitbench.config import REPO_DIR
+        from naitbench.io import write_json
 
-    parser = argparse.ArgumentParser(prog="python -m naitbench.machine")
-    parser.add_argument("what", choices=("cells", "probe"))
-    parser.add_argument("--params", type=Path, default=REPO_DIR / "params.yaml")
-    parser.add_argument("--threads", type=int, default=None, help="probe: torch threads")
-    parser.add_argument("--out", type=Path, default=MACHINE_FILE,
-                        help="cells: where the measurement is written for the estimate")
-    args = parser.parse_args(argv)
-    cfg = OmegaConf.load(args.params)
-    if args.what == "probe":
-        import torch
+        parser = argparse.ArgumentParser(prog="python -m naitbench.machine")
+        parser.add_argument("what", choices=("cells", "probe"))
+        parser.add_argument("--params", type=Path, default=REPO_DIR / "params.yaml")
+        parser.add_argument("--threads", type=int, default=None, help="probe: torch threads")
+        parser.add_argument("--out", type=Path, default=MACHINE_FILE,
+                            help="cells: where the measurement is written for the estimate")
+        args = parser.parse_args(argv)
+        cfg = OmegaConf.load(args.params)
+        if args.what == "probe":
+            import torch
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        print(json.dumps({"tok_s": train_probe(**probe_settings(cfg))}), flush=True)
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            print(json.dumps({"tok_s": train_probe(**probe_settings(cfg))}), flush=True)
+            return 0
+        record = {**cells_at_once(args.params), "host": os.uname().nodename,
+                  "precision": str(cfg.train.precision)}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.out, record)
+        together = (f", two at once {sum(record['together_tok_s']):.0f} tokens/s "
+                    f"(x {record['gain']:.2f})" if record["gain"] is not None else "")
+        print(f"training probe: one cell {record['alone_tok_s']:.0f} tokens/s{together}: "
+              f"{record['cells']} cell(s) at once", file=sys.stderr, flush=True)
+        print(record["cells"], flush=True)
         return 0
-    record = {**cells_at_once(args.params), "host": os.uname().nodename,
-              "precision": str(cfg.train.precision)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, record)
-    together = (f", two at once {sum(record['together_tok_s']):.0f} tokens/s "
-                f"(x {record['gain']:.2f})" if record["gain"] is not None else "")
-    print(f"training probe: one cell {record['alone_tok_s']:.0f} tokens/s{together}: "
-          f"{record['cells']} cell(s) at once", file=sys.stderr, flush=True)
-    print(record["cells"], flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from naitbench.cli import reported_errors
 from naitbench.io import atomic_open
 from naitbench.models.precision import cpu_info, native_bf16_flags
 
@@ -529,55 +530,56 @@ def recheck(committed: Snapshot, rebuilt: Snapshot,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m naitbench.recheck",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--venv", type=Path, help="an existing virtual environment with "
-                        "this project's dependencies (e.g. .venv after `make install`)")
-    parser.add_argument("--repo", type=Path, default=Path.cwd(), help="repository to clone")
-    parser.add_argument("--commit", default="HEAD")
-    parser.add_argument("--data-root", type=Path, help="the local data mirror (default: "
-                        "the committed paths.data_root, relative to --repo)")
-    parser.add_argument("--workdir", type=Path, help="where to clone (default: a new "
-                        "temporary directory, kept for inspection)")
-    parser.add_argument("--rebuilt", type=Path, help="compare an already rebuilt clone "
-                        "instead of rebuilding")
-    parser.add_argument("--cells", type=int, default=2, help="train and evaluate cells at "
-                        "once, as `make repro CELLS=N` (default 2: the results pages' runs)")
-    parser.add_argument("--page", default=DEFAULT_PAGE, help="results page to check")
-    parser.add_argument("--tolerance", type=float, default=TOLERANCE)
-    parser.add_argument("--out", type=Path, help="Markdown summary (default: "
-                        "<workdir>/recheck.md)")
-    args = parser.parse_args(argv)
-    commit = _git(args.repo, "rev-parse", args.commit).strip()
-    if _git(args.repo, "status", "--porcelain", "--untracked-files=no").strip():
-        print(f"note: {args.repo} has uncommitted changes; the rebuild uses {commit[:7]}",
-              file=sys.stderr)
-    if args.rebuilt is not None:
-        clone = args.rebuilt
-        how = f"rebuilt beforehand in `{clone}` (not timed here)"
-    else:
-        if args.venv is None:
-            parser.error("--venv is required unless --rebuilt is given")
-        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="naitbench-recheck-"))
-        workdir.mkdir(parents=True, exist_ok=True)
-        clone, wall_s = rebuild(args.repo.resolve(), commit, args.venv, args.data_root,
-                                workdir, args.cells)
-        path = f"`make repro`'s path with {args.cells} cell(s) at once"
-        how = f"{path} from nothing ({wall_s / 60:.1f} min)"
-    checks, unmatched = recheck(snapshot_from_git(args.repo, commit, args.page),
-                                snapshot_from_tree(clone, args.page), args.tolerance)
-    for check in checks:
-        if check.differs and check.source != "artefact":
-            print(f"DIFFERS {check.source:10s} {check.key}: committed {_fmt(check.committed)}"
-                  f", rebuilt {_fmt(check.rebuilt)}")
-    text = summary(commit, checks, unmatched, args.page, how, args.tolerance,
-                   rebuilt_versions(clone))
-    out = args.out or clone.parent / "recheck.md"
-    with atomic_open(out) as handle:
-        handle.write(text)
-    print(text)
-    print(f"summary written: {out}; rebuilt clone: {clone}")
-    return int(any(c.differs for c in checks if c.source != "artefact"))
+    with reported_errors():
+        parser = argparse.ArgumentParser(prog="python -m naitbench.recheck",
+                                         description=__doc__.split("\n\n")[0])
+        parser.add_argument("--venv", type=Path, help="an existing virtual environment with "
+                            "this project's dependencies (e.g. .venv after `make install`)")
+        parser.add_argument("--repo", type=Path, default=Path.cwd(), help="repository to clone")
+        parser.add_argument("--commit", default="HEAD")
+        parser.add_argument("--data-root", type=Path, help="the local data mirror (default: "
+                            "the committed paths.data_root, relative to --repo)")
+        parser.add_argument("--workdir", type=Path, help="where to clone (default: a new "
+                            "temporary directory, kept for inspection)")
+        parser.add_argument("--rebuilt", type=Path, help="compare an already rebuilt clone "
+                            "instead of rebuilding")
+        parser.add_argument("--cells", type=int, default=2, help="train and evaluate cells at "
+                            "once, as `make repro CELLS=N` (default 2: the results pages' runs)")
+        parser.add_argument("--page", default=DEFAULT_PAGE, help="results page to check")
+        parser.add_argument("--tolerance", type=float, default=TOLERANCE)
+        parser.add_argument("--out", type=Path, help="Markdown summary (default: "
+                            "<workdir>/recheck.md)")
+        args = parser.parse_args(argv)
+        commit = _git(args.repo, "rev-parse", args.commit).strip()
+        if _git(args.repo, "status", "--porcelain", "--untracked-files=no").strip():
+            print(f"note: {args.repo} has uncommitted changes; the rebuild uses {commit[:7]}",
+                  file=sys.stderr)
+        if args.rebuilt is not None:
+            clone = args.rebuilt
+            how = f"rebuilt beforehand in `{clone}` (not timed here)"
+        else:
+            if args.venv is None:
+                parser.error("--venv is required unless --rebuilt is given")
+            workdir = args.workdir or Path(tempfile.mkdtemp(prefix="naitbench-recheck-"))
+            workdir.mkdir(parents=True, exist_ok=True)
+            clone, wall_s = rebuild(args.repo.resolve(), commit, args.venv, args.data_root,
+                                    workdir, args.cells)
+            path = f"`make repro`'s path with {args.cells} cell(s) at once"
+            how = f"{path} from nothing ({wall_s / 60:.1f} min)"
+        checks, unmatched = recheck(snapshot_from_git(args.repo, commit, args.page),
+                                    snapshot_from_tree(clone, args.page), args.tolerance)
+        for check in checks:
+            if check.differs and check.source != "artefact":
+                print(f"DIFFERS {check.source:10s} {check.key}: committed {_fmt(check.committed)}"
+                      f", rebuilt {_fmt(check.rebuilt)}")
+        text = summary(commit, checks, unmatched, args.page, how, args.tolerance,
+                       rebuilt_versions(clone))
+        out = args.out or clone.parent / "recheck.md"
+        with atomic_open(out) as handle:
+            handle.write(text)
+        print(text)
+        print(f"summary written: {out}; rebuilt clone: {clone}")
+        return int(any(c.differs for c in checks if c.source != "artefact"))
 
 
 if __name__ == "__main__":

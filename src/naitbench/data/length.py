@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from naitbench.config import ConfigError
 from naitbench.data.encoding import encode, response_tokens
 
 POLICIES = ("drop", "truncate_prompt")
@@ -37,7 +38,7 @@ def cut_prompt(tokenizer: Any, prompt: str, response: str, max_length: int) -> t
         if response_room(tokenizer, prompt[start:], response, max_length):
             return prompt[start:], len(offsets) - min(keep, len(offsets))
         keep -= _CUT_STEP
-    raise ValueError(f"max_length={max_length} is too short to keep any prompt token")
+    raise ConfigError(f"max_length={max_length} is too short to keep any prompt token")
 
 
 def apply_length_policy(records: Sequence[dict], tokenizer: Any, policy: str,
@@ -48,9 +49,9 @@ def apply_length_policy(records: Sequence[dict], tokenizer: Any, policy: str,
     prompt, token count and `prompt_cut_tokens`.
     """
     if policy not in POLICIES:
-        raise ValueError(f"pool.length_policy={policy!r}: use one of {POLICIES}")
+        raise ConfigError(f"pool.length_policy={policy!r}: use one of {POLICIES}")
     if not isinstance(max_length, int) or max_length < 2 * _CUT_STEP:
-        raise ValueError(f"pool.max_length={max_length!r}: must be an integer >= {2 * _CUT_STEP}")
+        raise ConfigError(f"pool.max_length={max_length!r}: must be an integer >= {2 * _CUT_STEP}")
     kept, dropped, cut = [], [], 0
     for record in records:
         if record["n_prompt_tokens"] + _MARGIN < max_length or response_room(

@@ -1,8 +1,9 @@
 """The candidate pool: normalised, id'd, de-duplicated, subsampled, templated, token-counted,
 then held to the length policy (naitbench.data.length).
 
-Sources come in two formats: `alpaca` (instruction, input, output) and `sharegpt` (first-turn
-pairs of conversations, naitbench.data.sharegpt), both normalised into one record schema.
+Sources come in three formats: `alpaca` (instruction, input, output), `sharegpt` and
+`messages` (conversations: naitbench.data.conversations), all normalised into one record
+schema.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from naitbench.config import ConfigError
+from naitbench.data.conversations import FORMATS, conversation_pairs
 from naitbench.data.length import apply_length_policy
 from naitbench.data.normalise import normalise_text, record_id
 from naitbench.data.records import BadRecordLog, FieldRule, OnBad
-from naitbench.data.sharegpt import first_turn_pairs
 from naitbench.data.sources import load_source
 from naitbench.data.template import format_prompt
 
@@ -69,9 +71,9 @@ def read_rows(spec: Mapping[str, Any], *, on_bad: OnBad, log: BadRecordLog,
     form = spec.get("format", "alpaca")
     if form == "alpaca":
         return load_source(spec, ALPACA_RULES, on_bad=on_bad, log=log, max_chars=max_chars), {}
-    if form == "sharegpt":
-        return first_turn_pairs(spec, on_bad=on_bad, log=log, max_chars=max_chars)
-    raise ValueError(f"pool.format={form!r}: use 'alpaca' or 'sharegpt'")
+    if form in FORMATS:
+        return conversation_pairs(spec, on_bad=on_bad, log=log, max_chars=max_chars)
+    raise ConfigError(f"pool.format={form!r}: use one of {['alpaca', *FORMATS]}")
 
 
 def subsample(records: list[dict], size: int | None, seed: int) -> list[dict]:
@@ -79,6 +81,6 @@ def subsample(records: list[dict], size: int | None, seed: int) -> list[dict]:
     if size is None or size >= len(records):
         return records
     if size <= 0:
-        raise ValueError(f"pool.size must be positive or null, got {size}")
+        raise ConfigError(f"pool.size must be positive or null, got {size}")
     keep = sorted(random.Random(seed).sample(range(len(records)), size))
     return [records[i] for i in keep]

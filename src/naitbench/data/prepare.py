@@ -11,6 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from naitbench.cli import reported_errors
 from naitbench.config import CONF_DIR, validate
 from naitbench.data.pool import build_pool
 from naitbench.data.records import BadRecordLog
@@ -43,18 +44,19 @@ def prepare(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    report = prepare(cfg)
-    targets = ", ".join(f"{k}: {v['indomain']} in-domain / {v['heldout']} held-out"
-                        for k, v in report["targets"].items())
-    pool, bad = report["pool"], report["bad_records"]
-    length = pool["length_policy"]
-    for cut in bad["cut_off"]:
-        print(f"{cut['file']} is cut off at line {cut['line']}: read up to there, "
-              f"{cut['records_recovered']} whole records recovered")
-    print(f"pool: {pool['kept']} records ({pool['duplicates_removed']} duplicates removed; "
-          f"length policy '{length['policy']}' at {length['max_length']} tokens: "
-          f"{length['dropped']} dropped, {length['prompt_cut']} prompts cut); {targets}; "
-          f"skipped bad records: {bad['skipped']}")
+    with reported_errors():
+        report = prepare(cfg)
+        targets = ", ".join(f"{k}: {v['indomain']} in-domain / {v['heldout']} held-out"
+                            for k, v in report["targets"].items())
+        pool, bad = report["pool"], report["bad_records"]
+        length = pool["length_policy"]
+        for cut in bad["cut_off"]:
+            print(f"{cut['file']} is cut off at line {cut['line']}: read up to there, "
+                  f"{cut['records_recovered']} whole records recovered")
+        print(f"pool: {pool['kept']} records ({pool['duplicates_removed']} duplicates removed; "
+              f"length policy '{length['policy']}' at {length['max_length']} tokens: "
+              f"{length['dropped']} dropped, {length['prompt_cut']} prompts cut); {targets}; "
+              f"skipped bad records: {bad['skipped']}")
 
 
 if __name__ == "__main__":

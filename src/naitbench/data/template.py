@@ -1,10 +1,13 @@
 """Prompt templates: how an (instruction, input) pair becomes the text a model is trained on.
 
+from naitbench.config import ConfigError
 The same template formats the candidate pool, the target sets and training, so activations,
 losses and scores all see one format.
 """
 
 from __future__ import annotations
+
+from naitbench.config import ConfigError
 
 ALPACA_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "
@@ -27,4 +30,4 @@ def format_prompt(instruction: str, input_text: str = "", template: str = "alpac
     if template == "plain":
         body = f"{instruction}\n\n{input_text}" if input_text else instruction
         return f"{body}\n\n"
-    raise ValueError(f"unknown prompt template {template!r}; choose one of {TEMPLATES}")
+    raise ConfigError(f"unknown prompt template {template!r}; choose one of {TEMPLATES}")

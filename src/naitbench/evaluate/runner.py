@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from naitbench.errors import UserError
 from naitbench.io import content_hash, write_json, write_jsonl
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ VOLATILE_KEYS = ("samples", "date")  # samples go to samples.jsonl; the date bre
 CPU_PRECISION = {"auto": "fp32", "float32": "fp32", "bfloat16": "bf16"}
 
 
-class EvalConfigError(ValueError):
+class EvalConfigError(UserError, ValueError):
     """An evaluation that cannot run as configured (unknown task, missing data, unsafe code)."""
 
 

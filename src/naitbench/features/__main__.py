@@ -13,6 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from naitbench.cli import reported_errors
 from naitbench.config import CONF_DIR, validate
 from naitbench.features.store import ensure_features
 from naitbench.io import write_json
@@ -54,15 +55,16 @@ def extract_all(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    with start_run(cfg.tracking, stage="features", config=cfg, group="features") as run:
-        summary = extract_all(cfg)
-        run.log_costs(wall_time_s=sum(i["this_call"]["wall_s"] for i in summary.values()),
-                      forward_tokens=sum(i["this_call"]["forward_tokens"]
-                                         for i in summary.values()))
-        run.log_artefacts({name: Path(info["store"]) / "index.json"
-                           for name, info in summary.items()})
-    for name, info in summary.items():
-        print(f"{name}: {info['store']} ({info['build_cost']['forward_tokens']} tokens)")
+    with reported_errors():
+        with start_run(cfg.tracking, stage="features", config=cfg, group="features") as run:
+            summary = extract_all(cfg)
+            run.log_costs(wall_time_s=sum(i["this_call"]["wall_s"] for i in summary.values()),
+                          forward_tokens=sum(i["this_call"]["forward_tokens"]
+                                             for i in summary.values()))
+            run.log_artefacts({name: Path(info["store"]) / "index.json"
+                               for name, info in summary.items()})
+        for name, info in summary.items():
+            print(f"{name}: {info['store']} ({info['build_cost']['forward_tokens']} tokens)")
 
 
 if __name__ == "__main__":

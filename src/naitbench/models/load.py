@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from naitbench.config import ConfigError
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -24,15 +26,29 @@ def resolve_dtype(name: str) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; choose auto or one of {sorted(DTYPES)}")
+        raise ConfigError(f"unknown dtype {name!r}; choose auto or one of {sorted(DTYPES)}")
     return DTYPES[name]
+
+
+def _loaded(load: Any, path: str | Path, **kwargs: Any) -> Any:
+    """`load(path)` (a from_pretrained), with a missing local directory or an unknown hub id
+    reported as the user's mistake it is."""
+    if looks_local(path) and not Path(path).exists():
+        raise FileNotFoundError(f"model directory {path} does not exist: run the "
+                                f"prepare_model stage first (dvc repro prepare_model)")
+    try:
+        return load(str(path), **kwargs)
+    except OSError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"model.dir={path}: not a model directory or hub id that loads "
+                          f"offline ({first})") from error
 
 
 def load_tokenizer(path: str | Path) -> Any:
     """Tokenizer with a pad token (the EOS token where the model has none), padding right."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = _loaded(AutoTokenizer.from_pretrained, path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
@@ -49,11 +65,8 @@ def load_model(path: str | Path, dtype: str = "auto", device: str | None = None)
     """A causal LM in eval mode on `device` (the GPU when present, else the CPU)."""
     from transformers import AutoModelForCausalLM
 
-    if looks_local(path) and not Path(path).exists():
-        raise FileNotFoundError(f"model directory {path} does not exist: run the "
-                                f"prepare_model stage first (dvc repro prepare_model)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype))
+    model = _loaded(AutoModelForCausalLM.from_pretrained, path, dtype=resolve_dtype(dtype))
     return model.to(device).eval()
 
 

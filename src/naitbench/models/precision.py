@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from naitbench.config import ConfigError
+
 PRECISIONS = ("auto", "fp32", "bf16")
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 COMPUTE = "compute"
@@ -53,7 +55,7 @@ def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
 def resolve_autocast(precision: str, device: str) -> torch.dtype | None:
     """The autocast dtype for `precision` on `device` ('cpu' or 'cuda...'); None means fp32."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: use one of {PRECISIONS}")
+        raise ConfigError(f"precision={precision!r}: use one of {PRECISIONS}")
     if precision == "fp32":
         return None
     if precision == "bf16":

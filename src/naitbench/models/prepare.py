@@ -10,7 +10,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from naitbench.config import CONF_DIR
+from naitbench.cli import reported_errors
+from naitbench.config import CONF_DIR, ConfigError
 from naitbench.models.gguf import convert_gguf, packaged_gguf
 from naitbench.models.tiny import build_tiny
 
@@ -47,13 +48,14 @@ def prepare_model(model_cfg: DictConfig) -> str:
         snapshot_download(model_cfg.name_or_path, local_dir=model_cfg.dir,
                           allow_patterns=["*.json", "*.safetensors", "*.model", "*.jinja"])
         return str(model_cfg.dir)
-    raise ValueError(f"model.kind={kind!r}: use gguf, tiny or hub")
+    raise ConfigError(f"model.kind={kind!r}: use gguf, tiny or hub")
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    model_cfg = cfg.model if cfg.get("rater") is None else cfg.raters[cfg.rater]
-    print(f"model ready: {prepare_model(model_cfg)}")
+    with reported_errors():
+        model_cfg = cfg.model if cfg.get("rater") is None else cfg.raters[cfg.rater]
+        print(f"model ready: {prepare_model(model_cfg)}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from naitbench.cli import reported_errors
 from naitbench.config import CONF_DIR, trained_pairs
 from naitbench.io import atomic_open, read_jsonl, write_json
 from naitbench.report.collect import collect, selection_costs
@@ -150,7 +151,8 @@ def build_report(cfg: DictConfig) -> Path:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    print(f"report written: {build_report(cfg)}")
+    with reported_errors():
+        print(f"report written: {build_report(cfg)}")
 
 
 if __name__ == "__main__":

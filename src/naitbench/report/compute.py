@@ -12,13 +12,14 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from naitbench.errors import UserError
 from naitbench.report.results import RunResult
 
 STAGES = ("features", "train", "evaluate")
 ALLOW_FLAG = "report.allow_mixed_precision"
 
 
-class MixedPrecisionError(ValueError):
+class MixedPrecisionError(UserError, ValueError):
     """Scores made in different precisions would be compared as if alike."""
 
 

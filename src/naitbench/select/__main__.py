@@ -12,6 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from naitbench.cli import reported_errors
 from naitbench.config import CONF_DIR, ConfigError, check_ratio, rule_arms, validate
 from naitbench.io import content_hash, file_hash
 from naitbench.models.precision import COMPUTE
@@ -83,15 +84,16 @@ def select(cfg: DictConfig) -> Path:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    with start_run(cfg.tracking, stage="select", config=cfg,
-                   group=cfg.select.get("name") or "select") as run:
-        path = select(cfg)
-        manifest = json.loads(path.with_suffix(".manifest.json").read_text())
-        cost = manifest["cost"]
-        run.log_costs(wall_time_s=cost["wall_s"], forward_tokens=cost["forward_tokens"],
-                      backward_tokens=cost["backward_tokens"])
-        run.log_artefacts({"subset": path, "pool": manifest["pool_file"]})
-    print(f"subset written: {path}")
+    with reported_errors():
+        with start_run(cfg.tracking, stage="select", config=cfg,
+                       group=cfg.select.get("name") or "select") as run:
+            path = select(cfg)
+            manifest = json.loads(path.with_suffix(".manifest.json").read_text())
+            cost = manifest["cost"]
+            run.log_costs(wall_time_s=cost["wall_s"], forward_tokens=cost["forward_tokens"],
+                          backward_tokens=cost["backward_tokens"])
+            run.log_artefacts({"subset": path, "pool": manifest["pool_file"]})
+        print(f"subset written: {path}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from naitbench.cli import reported_errors
 from naitbench.data.categories import CATEGORIES, categorise
 from naitbench.io import atomic_open, read_jsonl, write_json
 from naitbench.select.build import make_context, make_selector
@@ -229,63 +230,64 @@ def grid_table(result: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m naitbench.select.analysis")
-    sub = parser.add_subparsers(dest="command", required=True)
-    ov = sub.add_parser("overlap", help="Jaccard overlap and core subset")
-    ov.add_argument("subsets", nargs="+", type=Path)
-    ov.add_argument("--out", type=Path, required=True)
-    cat = sub.add_parser("categories", help="score distribution by source category")
-    cat.add_argument("scores", type=Path)
-    cat.add_argument("--pool", type=Path, required=True)
-    cat.add_argument("--top-ratio", type=float, default=0.1)
-    cat.add_argument("--out", type=Path, required=True)
-    ab = sub.add_parser("ablation", help="the published recipe and single changes toward "
-                                         "the variant, from the stored features")
-    ab.add_argument("overrides", nargs="*", help="Hydra overrides of conf/ (profile=..., "
-                                                 "paths.data_dir=..., target=...)")
-    ab.add_argument("--base", default="nait")
-    ab.add_argument("--toward", default="nait_variant")
-    ab.add_argument("--groups", default="feature+span,k+rest",
-                    help="comma-separated groups of keys changed together ('' for none)")
-    ab.add_argument("--draws", type=int, default=20)
-    ab.add_argument("--ratio", type=float, default=0.1)
-    ab.add_argument("--category", default=None, help="default: the target's name")
-    ab.add_argument("--out", type=Path, required=True)
-    gr = sub.add_parser("grid", help="every representation x rule, DSIR and random, from "
-                                     "the stored features (no training)")
-    gr.add_argument("overrides", nargs="*", help="Hydra overrides of conf/")
-    gr.add_argument("--representations", default=",".join(GRID_REPRESENTATIONS))
-    gr.add_argument("--rules", default="own," + ",".join(sorted(set(RULES) - set(ALIASES))),
-                    help="comma-separated; own: each representation's default rule")
-    gr.add_argument("--draws", type=int, default=10)
-    gr.add_argument("--ratio", type=float, default=0.1)
-    gr.add_argument("--category", default=None, help="default: the target's name")
-    gr.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    if args.command == "grid":
-        from naitbench.config import compose
+    with reported_errors():
+        parser = argparse.ArgumentParser(prog="python -m naitbench.select.analysis")
+        sub = parser.add_subparsers(dest="command", required=True)
+        ov = sub.add_parser("overlap", help="Jaccard overlap and core subset")
+        ov.add_argument("subsets", nargs="+", type=Path)
+        ov.add_argument("--out", type=Path, required=True)
+        cat = sub.add_parser("categories", help="score distribution by source category")
+        cat.add_argument("scores", type=Path)
+        cat.add_argument("--pool", type=Path, required=True)
+        cat.add_argument("--top-ratio", type=float, default=0.1)
+        cat.add_argument("--out", type=Path, required=True)
+        ab = sub.add_parser("ablation", help="the published recipe and single changes toward "
+                                             "the variant, from the stored features")
+        ab.add_argument("overrides", nargs="*", help="Hydra overrides of conf/ (profile=..., "
+                                                     "paths.data_dir=..., target=...)")
+        ab.add_argument("--base", default="nait")
+        ab.add_argument("--toward", default="nait_variant")
+        ab.add_argument("--groups", default="feature+span,k+rest",
+                        help="comma-separated groups of keys changed together ('' for none)")
+        ab.add_argument("--draws", type=int, default=20)
+        ab.add_argument("--ratio", type=float, default=0.1)
+        ab.add_argument("--category", default=None, help="default: the target's name")
+        ab.add_argument("--out", type=Path, required=True)
+        gr = sub.add_parser("grid", help="every representation x rule, DSIR and random, from "
+                                         "the stored features (no training)")
+        gr.add_argument("overrides", nargs="*", help="Hydra overrides of conf/")
+        gr.add_argument("--representations", default=",".join(GRID_REPRESENTATIONS))
+        gr.add_argument("--rules", default="own," + ",".join(sorted(set(RULES) - set(ALIASES))),
+                        help="comma-separated; own: each representation's default rule")
+        gr.add_argument("--draws", type=int, default=10)
+        gr.add_argument("--ratio", type=float, default=0.1)
+        gr.add_argument("--category", default=None, help="default: the target's name")
+        gr.add_argument("--out", type=Path, required=True)
+        args = parser.parse_args(argv)
+        if args.command == "grid":
+            from naitbench.config import compose
 
-        result = grid(compose(args.overrides), args.representations.split(","),
-                      args.rules.split(","), args.draws, args.ratio, args.category)
-        print(grid_table(result))
-        with atomic_open(args.out.with_suffix(".md")) as handle:
-            handle.write(grid_table(result) + "\n")
-    elif args.command == "ablation":
-        from naitbench.config import compose
+            result = grid(compose(args.overrides), args.representations.split(","),
+                          args.rules.split(","), args.draws, args.ratio, args.category)
+            print(grid_table(result))
+            with atomic_open(args.out.with_suffix(".md")) as handle:
+                handle.write(grid_table(result) + "\n")
+        elif args.command == "ablation":
+            from naitbench.config import compose
 
-        groups = [g.split("+") for g in args.groups.split(",") if g]
-        result = ablation(compose(args.overrides), args.base, args.toward, groups,
-                          args.draws, args.ratio, args.category)
-        print(ablation_table(result))
-    elif args.command == "overlap":
-        result = overlap({p.stem: {r["id"] for r in read_jsonl(p)} for p in args.subsets})
-        print(f"core subset: {result['core_size']} ids; " + ", ".join(
-            f"{k}: {v:.3f}" for k, v in result["jaccard"].items()))
-    else:
-        result = category_scores(read_jsonl(args.scores), read_jsonl(args.pool), args.top_ratio)
-        for name, row in result.items():
-            print(f"{name:15s} pool {row['pool_share']:.1%}  top {row['top_share']:.1%}")
-    write_json(args.out, result)
+            groups = [g.split("+") for g in args.groups.split(",") if g]
+            result = ablation(compose(args.overrides), args.base, args.toward, groups,
+                              args.draws, args.ratio, args.category)
+            print(ablation_table(result))
+        elif args.command == "overlap":
+            result = overlap({p.stem: {r["id"] for r in read_jsonl(p)} for p in args.subsets})
+            print(f"core subset: {result['core_size']} ids; " + ", ".join(
+                f"{k}: {v:.3f}" for k, v in result["jaccard"].items()))
+        else:
+            result = category_scores(read_jsonl(args.scores), read_jsonl(args.pool), args.top_ratio)
+            for name, row in result.items():
+                print(f"{name:15s} pool {row['pool_share']:.1%}  top {row['top_share']:.1%}")
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":

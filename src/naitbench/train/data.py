@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from naitbench.data.encoding import IGNORE_INDEX, encode, response_tokens
+from naitbench.errors import UserError
 from naitbench.io import read_jsonl
 
 __all__ = [
@@ -28,7 +29,7 @@ __all__ = [
 FULL_POOL = "full"
 
 
-class SubsetError(ValueError):
+class SubsetError(UserError, ValueError):
     """A subset file that cannot be trained on (missing, empty, unknown or repeated ids)."""
 
 

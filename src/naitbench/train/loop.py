@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from naitbench.errors import UserError
 from naitbench.io import content_hash, write_json
 from naitbench.models.precision import COMPUTE, compute_record, resolve_autocast
 from naitbench.train.accelerator import fresh_accelerator
@@ -59,7 +60,7 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite: training stops rather than save a broken model."""
 
 
-class ResumeMismatch(ValueError):
+class ResumeMismatch(UserError, ValueError):
     """A checkpoint left by a run with a different config, data or seed."""
 
 
