@@ -97,7 +97,7 @@ def test_hub_rows_are_checked_like_file_records(tmp_path):
     path.write_text(json.dumps([GOOD, LEFT_OUT["no answer"],
                                 _conv("m_0", ("human", "Q"), ("gpt", "x" * 500))]))
     hub = {"path": "json", "name": None, "split": "train", "data_files": str(path)}
-    spec = {"source": "hub", "hub": hub}
+    spec = {"source": "hub", "hub": hub, "format": "sharegpt"}
     with pytest.raises(DataError, match=r"train:2: field 'conversations\[1\]\.value': absurd"):
         conversation_pairs(spec, on_bad="error", log=BadRecordLog(), max_chars=100)
     pairs, counts = conversation_pairs(spec, on_bad="skip", log=BadRecordLog(), max_chars=100)

@@ -83,8 +83,7 @@ def conversation_pairs(spec: Mapping[str, Any], *, on_bad: OnBad, log: BadRecord
     pairs, not_pairs = [], Counter()
     for line, row in raw:
         try:
-            turns = [_turn(form, where, line, row[form.turns], i, max_chars)
-                     for i in range(len(row[form.turns]))]
+            turns = _read_turns(form, where, line, row[form.turns], policy, max_chars)
         except DataError as error:
             log.reject(error, on_bad)
             continue
@@ -141,6 +140,21 @@ def _first_problem(form: ConversationFormat, turns: list[tuple[str, str]]) -> st
     if not text.strip():
         return f"empty {role} answer"
     return None
+
+
+def _read_turns(form: ConversationFormat, where: str, line: int | str, raw: list, policy: str,
+                max_chars: int) -> list[tuple[str, str]]:
+    """The validated (role, content) turns a policy reads: `first` stops after the first
+    two turns past the system messages (a malformed later turn does not matter to it)."""
+    turns: list[tuple[str, str]] = []
+    system = 0
+    for index in range(len(raw)):
+        if policy == "first" and len(turns) >= system + 2:
+            break
+        turns.append(_turn(form, where, line, raw, index, max_chars))
+        if len(turns) == system + 1 and turns[-1][0] in form.system:
+            system += 1
+    return turns
 
 
 def _turn(form: ConversationFormat, where: str, line: int | str, turns: list, index: int,
