@@ -67,3 +67,19 @@ def test_a_model_without_a_part_is_refused_with_what_was_looked_for():
         anatomy(Body(), ["mlp"])
     with pytest.raises(ConfigError, match=r"no final norm found .* drop the 'final\.\*' specs"):
         anatomy(Body(), ["final"])
+
+
+def test_lora_targets_are_checked_against_the_architecture(tmp_path):
+    from naitbench.train.loop import _build_model
+
+    tiny("gpt_neox").save_pretrained(tmp_path / "neox")
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0,
+            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}   # Llama's names
+    with pytest.raises(ConfigError, match=r"none is a layer of this gpt_neox model \(its "
+                                          r"linear layers: \[.*'query_key_value'.*'all-linear'"):
+        _build_model({"method": "lora", "lora": lora}, tmp_path / "neox")
+    model = _build_model({"method": "lora", "lora": {**lora, "target_modules": "all-linear"}},
+                         tmp_path / "neox")
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n in trained)
+    assert any("query_key_value" in n for n in trained)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from naitbench.config import ConfigError
 from naitbench.errors import UserError
 from naitbench.io import content_hash, write_json
 from naitbench.models.precision import COMPUTE, compute_record, resolve_autocast
@@ -97,6 +98,31 @@ def resolve_precision(name: str) -> str:
     return {dtype: name for name, dtype in _AUTOCAST.items()}[dtype]
 
 
+def lora_targets(model: Any, wanted: Any) -> str | list[str]:
+    """`train.lora.target_modules` checked against the model: "all-linear" (peft: every
+    linear layer but the output head, whatever the architecture names them) or module names
+    of which at least one exists; a ConfigError lists the names this model has otherwise."""
+    if isinstance(wanted, str):
+        if wanted != "all-linear":
+            raise ConfigError(f"train.lora.target_modules={wanted!r}: give a list of module "
+                              f"names or 'all-linear'")
+        return wanted
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear | _conv1d_type())}
+    if not names & set(wanted):
+        raise ConfigError(f"train.lora.target_modules={list(wanted)}: none is a layer of this "
+                          f"{model.config.model_type} model (its linear layers: "
+                          f"{sorted(names)}); name some of them or use 'all-linear'")
+    return list(wanted)
+
+
+def _conv1d_type() -> type:
+    """transformers' Conv1D (GPT-2's linear layers), which peft adapts like a Linear."""
+    from transformers.pytorch_utils import Conv1D
+
+    return Conv1D
+
+
 def _build_model(cfg: Mapping[str, Any], model_dir: str | Path) -> Any:
     """The base model in fp32 (mixed precision autocasts), wrapped with LoRA if configured."""
     from transformers import AutoModelForCausalLM
@@ -108,7 +134,8 @@ def _build_model(cfg: Mapping[str, Any], model_dir: str | Path) -> Any:
         lora = cfg["lora"]
         model = get_peft_model(model, LoraConfig(
             r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-            target_modules=list(lora["target_modules"]), bias="none", task_type="CAUSAL_LM"))
+            target_modules=lora_targets(model, lora["target_modules"]), bias="none",
+            task_type="CAUSAL_LM"))
     model.train()
     return model
 
