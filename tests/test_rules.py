@@ -83,9 +83,15 @@ def test_uot_mass_is_the_target_marginal_and_follows_similarity():
 
 def test_ties_go_to_the_lower_index_in_ordered_rules():
     sim = np.full((6, 2), 0.5)
-    for rule in ("round_robin", "knn_uniform", "knn_kde"):
+    for rule in ("round_robin", "knn_kde"):
         scores = scores_of(rule, sim, np.eye(6))
         assert list(np.argsort(-scores, kind="stable")) == list(range(6)), rule
+    # one target sample: K stops at 5 of 6 (distance gaps 5.9 >= 5 at alpha 0.5, C 5), the
+    # five nearest equally likely, ranked by index, the farthest last
+    column = np.array([[0.9], [0.9], [0.1], [0.0], [-0.5], [-0.9]])
+    scores = apply_rule(column, "knn_uniform")
+    assert list(np.argsort(-scores, kind="stable")) == list(range(6))
+    assert len(set(np.round(scores[:5], 12))) == 5 and scores[5] < scores[4]
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
