@@ -365,14 +365,14 @@ def plan(cfg: DictConfig, probe: bool = True,
              f"{cfg.estimate.probe_reference_s} s): x {fp32:.2f}"]
     gains = {}
     # training is timed by the training probe below, so its block gain is not needed
-    for backward in sorted({part in BACKWARD for part, p in precision.items()
-                            if p == "bf16" and part != TRAIN}):
+    blocks = {part: p for part, p in precision.items() if part != TRAIN}
+    for backward in sorted({part in BACKWARD for part, p in blocks.items() if p == "bf16"}):
         gains[backward] = bf16_gain(cfg.estimate.probe_block, backward,
                                     frozen=backward and cfg.train.method == "lora")
         kind = "forward and backward" if backward else "forward"
         notes.append(f"bf16 gain of a decoder block ({kind}) here: x {gains[backward]:.2f}")
     speed = {part: fp32 * (gains[part in BACKWARD] if p == "bf16" else 1.0)
-             for part, p in precision.items() if part != TRAIN}
+             for part, p in blocks.items()}
     trained, cells_gain, how = training_rate(cfg, machine_record)
     speed[TRAIN] = trained * float(cfg.estimate.get("train_probe_efficiency", 1.0)) \
         / float(cfg.estimate.train_tok_s)
