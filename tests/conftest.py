@@ -87,7 +87,8 @@ def repo_copy(tmp_path: Path) -> tuple[Path, dict]:
                            cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     copy = tmp_path / "repo"
     for rel in files:
-        if (rel.startswith("data/") and not rel.endswith(".gitignore")) or rel == "dvc.lock":
+        kept = rel.endswith(".gitignore") or rel.startswith("data/own/")
+        if (rel.startswith("data/") and not kept) or rel == "dvc.lock":
             continue
         if (REPO / rel).is_file():
             (copy / rel).parent.mkdir(parents=True, exist_ok=True)

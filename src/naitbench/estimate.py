@@ -37,11 +37,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from naitbench.cli import reported_errors
-from naitbench.config import REPO_DIR, selection_draws, subset_names, trained_pairs
+from naitbench.config import REPO_DIR, ConfigError, selection_draws, subset_names, trained_pairs
 from naitbench.data.pool import read_rows, subsample
 from naitbench.data.records import BadRecordLog
-from naitbench.data.template import format_prompt
+from naitbench.data.template import CHAT, format_prompt
 from naitbench.errors import UserError
+from naitbench.evaluate.runner import generic_task
 from naitbench.machine import MACHINE_FILE, read_machine_file
 
 #: which target's held-out set an lm-eval task of the pack scores
@@ -49,6 +50,15 @@ TASK_TARGETS = {"nb_humaneval_bpb": "code", "nb_humaneval_pass1": "code",
                 "nb_gsm8k_bpb": "math", "nb_gsm8k_em": "math", "nb_mmlu_mc": "knowledge",
                 "nb_bbh_mc": "reasoning", "nb_bbh_em": "reasoning",
                 "nb_tydiqa_f1": "multilingual"}
+
+
+def task_target(task: str) -> str | None:
+    """The target whose held-out set `task` scores: the pack's table, or the target named in
+    a generic target's task (nb_<target>_bpb, nb_<target>_em); None for an unknown task."""
+    found = generic_task(task)
+    return TASK_TARGETS.get(task) or (found[0] if found else None)
+
+
 #: machine-dependent rates: a GPU entry of `estimate.gpu` must give every one
 RATE_KEYS = ("stage_startup_s", "prepare_s", "features_tok_s", "forward_tok_s",
              "rating_tok_s", "encoder_tok_s", "grad_tok_s", "train_tok_s", "eval_s_per_item",
@@ -84,10 +94,17 @@ def pool_lengths(cfg: DictConfig) -> list[tuple[float, float]] | None:
     unique = list({(r["instruction"], r.get("input") or "", r["output"]): None
                    for _, r in rows})
     unique = subsample(unique, cfg.pool.get("size"), cfg.pool.get("seed", 0))
-    chars = [(len(format_prompt(i, x, cfg.pool.template)), len(o)) for i, x, o in unique]
+    chars = [(len(format_prompt(i, x, _fixed_text(cfg.pool.template))), len(o))
+             for i, x, o in unique]
     scale = _scale_to_mean([p + r for p, r in chars], cfg.estimate.tokens_per_record,
                            cfg.train.max_length)
     return [(p * scale, r * scale) for p, r in chars]
+
+
+def _fixed_text(template: str) -> str:
+    """The format the estimate renders prompts in: a chat template needs the model's
+    tokenizer, so `plain` stands in for it (lengths are rescaled to tokens_per_record)."""
+    return "plain" if template == CHAT else template
 
 
 def _scale_to_mean(sizes: list[int], mean: float, cap: int) -> float:
@@ -101,6 +118,14 @@ def _scale_to_mean(sizes: list[int], mean: float, cap: int) -> float:
         low, high = (mid, high) if sum(min(s * mid, cap) for s in sizes) < mean * len(sizes) \
             else (low, mid)
     return (low + high) / 2
+
+
+def _scored_target(cfg: DictConfig, task: str) -> str:
+    target = task_target(task)
+    if target is None or target not in cfg.targets:
+        raise ConfigError(f"eval.tasks names {task!r}, which scores no configured target "
+                            f"(targets: {sorted(cfg.targets)}; pack: {sorted(TASK_TARGETS)})")
+    return target
 
 
 def heldout_items(cfg: DictConfig, target: str) -> int:
@@ -117,7 +142,7 @@ def heldout_items(cfg: DictConfig, target: str) -> int:
         return int(cfg.estimate.default_heldout_items)
     from naitbench.data.targets import build_target
 
-    _, heldout, _ = build_target(target, spec, cfg.pool.template, on_bad="skip",
+    _, heldout, _ = build_target(target, spec, _fixed_text(cfg.pool.template), on_bad="skip",
                                  log=BadRecordLog(), max_chars=cfg.data.max_chars)
     return len(heldout)
 
@@ -185,7 +210,7 @@ def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0,
     train_s = (subset_tokens * cfg.train.epochs + full_runs * full_tokens * cfg.train.full_epochs) \
         / rates.train_tok_s + (len(trained) + full_runs) * start
     limit = cfg.eval.get("limit") or float("inf")
-    items = sum(min(heldout_items(cfg, TASK_TARGETS[t]), limit) for t in cfg.eval.tasks)
+    items = sum(min(heldout_items(cfg, _scored_target(cfg, t)), limit) for t in cfg.eval.tasks)
     models = len(trained) + full_runs + 1
     parts = {
         PREPARE: rates.prepare_s,

@@ -14,11 +14,12 @@ from typing import Any
 
 from naitbench.config import ConfigError
 from naitbench.data.conversations import FORMATS, conversation_pairs
+from naitbench.data.fields import FieldMap
 from naitbench.data.length import apply_length_policy
 from naitbench.data.normalise import normalise_text, record_id
 from naitbench.data.records import BadRecordLog, FieldRule, OnBad
 from naitbench.data.sources import load_source
-from naitbench.data.template import format_prompt
+from naitbench.data.template import PromptFormat
 
 ALPACA_RULES = {
     "instruction": FieldRule(),
@@ -45,12 +46,12 @@ def build_pool(spec: Mapping[str, Any], tokenizer: Any, *, on_bad: OnBad, log: B
             duplicates += 1
             continue
         seen.add(rid)
-        provenance = {"source_id": row["source_id"]} if "source_id" in row else {}
-        records.append({"id": rid, "source_line": line, **provenance,
+        records.append({"id": rid, "source_line": line, **_provenance(row),
                         "instruction": instruction, "input": input_text, "output": output})
     records = subsample(records, spec.get("size"), spec.get("seed", 0))
+    template = PromptFormat(spec["template"], tokenizer)
     for record in records:
-        prompt = format_prompt(record["instruction"], record["input"], spec["template"])
+        prompt = template(record["instruction"], record["input"])
         record["prompt"] = prompt
         record["response"] = record["output"]
         record["n_prompt_tokens"] = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
@@ -67,13 +68,21 @@ def build_pool(spec: Mapping[str, Any], tokenizer: Any, *, on_bad: OnBad, log: B
 
 def read_rows(spec: Mapping[str, Any], *, on_bad: OnBad, log: BadRecordLog,
               max_chars: int) -> tuple[list[tuple[int | str, dict]], dict]:
-    """The raw (location, {instruction, input, output[, source_id]}) rows of `spec.format`."""
+    """The raw (location, {instruction, input, output[, source_id]}) rows of `spec.format`;
+    an Alpaca-shaped source naming its keys otherwise is read through `pool.fields`."""
     form = spec.get("format", "alpaca")
     if form == "alpaca":
-        return load_source(spec, ALPACA_RULES, on_bad=on_bad, log=log, max_chars=max_chars), {}
+        fields = FieldMap.from_config(ALPACA_RULES, spec.get("fields"), "pool.fields")
+        rows = load_source(spec, fields.rules(ALPACA_RULES), on_bad=on_bad, log=log,
+                           max_chars=max_chars)
+        return [(line, {**fields.read(row), **_provenance(row)}) for line, row in rows], {}
     if form in FORMATS:
         return conversation_pairs(spec, on_bad=on_bad, log=log, max_chars=max_chars)
     raise ConfigError(f"pool.format={form!r}: use one of {['alpaca', *FORMATS]}")
+
+
+def _provenance(row: Mapping[str, Any]) -> dict:
+    return {"source_id": row["source_id"]} if "source_id" in row else {}
 
 
 def subsample(records: list[dict], size: int | None, seed: int) -> list[dict]:

@@ -16,6 +16,7 @@ from naitbench.config import CONF_DIR, validate
 from naitbench.data.pool import build_pool
 from naitbench.data.records import BadRecordLog
 from naitbench.data.targets import build_target
+from naitbench.data.template import PromptFormat
 from naitbench.io import write_json, write_jsonl
 from naitbench.models.load import load_tokenizer
 
@@ -31,8 +32,9 @@ def prepare(cfg: DictConfig) -> dict:
                                    max_chars=max_chars)
     write_jsonl(data_dir / "pool" / "pool.jsonl", pool)
     report = {"pool": pool_counts, "targets": {}}
+    template = PromptFormat(cfg.pool.template, tokenizer)
     for name in cfg.data.prepared_targets:
-        indomain, heldout, counts = build_target(name, cfg.targets[name], cfg.pool.template,
+        indomain, heldout, counts = build_target(name, cfg.targets[name], template,
                                                  on_bad=on_bad, log=log, max_chars=max_chars)
         write_jsonl(data_dir / "targets" / name / "indomain.jsonl", indomain)
         write_jsonl(data_dir / "targets" / name / "heldout.jsonl", heldout)

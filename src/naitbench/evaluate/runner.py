@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
 DATA_PREFIX = Path("data")
 RESULTS_FILE, METRICS_FILE, SAMPLES_FILE = "results.json", "metrics.json", "samples.jsonl"
+#: a generic target's tasks: nb_<target>_bpb, nb_<target>_em (tasks/generic_*.tmpl)
+GENERIC_TASK, GENERIC_PLACEHOLDER = re.compile(r"^nb_(.+)_(bpb|em)$"), "TARGET"
 VOLATILE_KEYS = ("samples", "date")  # samples go to samples.jsonl; the date breaks byte equality
 #: eval.dtype on the CPU, in models.precision's terms (the weights stay fp32 there). `auto`
 #: stays fp32 even on CPUs with native bf16: bf16 autocast moved the base model's bits per
@@ -67,14 +70,53 @@ def available_tasks() -> list[str]:
     return sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
 
 
+def generic_task(name: str) -> tuple[str, str] | None:
+    """(target, metric template) of a generic target's task name `nb_<target>_<bpb|em>`."""
+    match = GENERIC_TASK.match(name)
+    return (match.group(1), match.group(2)) if match and \
+        not (TASK_DIR / f"{name}.yaml").exists() else None
+
+
+def _generic_path(name: str, data_dir: str | Path) -> tuple[Path, str]:
+    """The template of a generic target's task, after checking the target was prepared as
+    one (and, for exact match, with answers)."""
+    found = generic_task(name)
+    if found is None:
+        raise EvalConfigError(
+            f"unknown task {name!r}; the pack has {available_tasks()}, and a target of kind "
+            f"generic named <t> is scored by nb_<t>_bpb (and nb_<t>_em with an answer)")
+    target, metric = found
+    heldout = Path(data_dir) / "targets" / target / "heldout.jsonl"
+    if not heldout.exists():
+        raise EvalConfigError(
+            f"task {name} scores target '{target}', whose held-out set {heldout} does not "
+            f"exist: add '{target}' to data.prepared_targets and run the prepare_data stage")
+    with heldout.open(encoding="utf-8") as lines:
+        first = json.loads(next(lines, "{}") or "{}").get("eval", {})
+    if first.get("kind") != "generic":
+        raise EvalConfigError(f"task {name}: target '{target}' is not of kind generic; the "
+                              f"pack's own tasks score it: {available_tasks()}")
+    if metric == "em" and first.get("answer") is None:
+        raise EvalConfigError(f"task {name}: target '{target}' has no answers to match; set "
+                              f"targets.{target}.answer_pattern or fields.answer, or score "
+                              f"nb_{target}_bpb only")
+    return TASK_DIR / f"generic_{metric}.tmpl", target
+
+
 def load_task_config(name: str, data_dir: str | Path) -> dict[str, Any]:
-    """A task's config dict with its data files moved under `data_dir`."""
+    """A task's config dict with its data files moved under `data_dir`; a generic target's
+    task is its template (tasks/generic_*.tmpl) with the target's name put in."""
     from lm_eval.tasks._yaml_loader import load_yaml  # the loader TaskManager itself uses
 
-    path = TASK_DIR / f"{name}.yaml"
+    path, target = TASK_DIR / f"{name}.yaml", None
     if not path.exists():
-        raise EvalConfigError(f"unknown task {name!r}; the pack has {available_tasks()}")
+        path, target = _generic_path(name, data_dir)
     cfg = load_yaml(path, resolve_func=True)
+    if target is not None:
+        cfg["task"] = name
+        cfg["dataset_kwargs"]["data_files"] = {
+            split: rel.replace(GENERIC_PLACEHOLDER, target)
+            for split, rel in cfg["dataset_kwargs"]["data_files"].items()}
     files = {}
     for split, rel in cfg["dataset_kwargs"]["data_files"].items():
         file = Path(data_dir) / Path(rel).relative_to(DATA_PREFIX)

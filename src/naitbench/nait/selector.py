@@ -15,10 +15,11 @@ value in [-1, 1] that keeps NAIT's magnitudes (docs/nait.md says why).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from naitbench.config import check_layers
+from naitbench.config import ConfigError, check_layers
 from naitbench.features.capture import Spec
 from naitbench.nait.library import (
     CENTRES,
@@ -75,7 +76,8 @@ class NAITSelector(SimilaritySelector):
 
     def __init__(self, name: str = "nait", site: str = "residual", feature: str = "drift",
                  span: str = "sample", layers: Sequence[int | float] | None = None, k: int = 1,
-                 centre: str = "self", scoring: str = "dot", rest: str = "signed", **kwargs):
+                 centre: str = "self", scoring: str = "dot", rest: str = "signed",
+                 library: str | None = None, **kwargs):
         super().__init__(name, **kwargs)
         for key, value, allowed in (("site", site, ("residual", "mlp")),
                                     ("feature", feature, FEATURES), ("span", span, SPANS),
@@ -86,6 +88,7 @@ class NAITSelector(SimilaritySelector):
         self.specs = feature_specs(site, feature, span)
         self.layers = None if layers is None else list(layers)
         self.k, self.centre, self.scoring, self.rest = int(k), centre, scoring, rest
+        self.library = library
 
     def _features(self, ctx: SelectionContext, name: str) -> np.ndarray:
         """[n, layers, d] activation features of 'pool' (made once per context: the pool's
@@ -100,9 +103,33 @@ class NAITSelector(SimilaritySelector):
         return features
 
     def _library(self, ctx: SelectionContext, target: str) -> FeatureLibrary:
+        if self.library is not None:
+            return self._saved_library(ctx, target)
         layers = resolve_layers(self.layers, ctx.store("pool").n_layers(self.specs[0]))
         return build_library(self._features(ctx, "pool"), self._features(ctx, target), layers,
                              self.k, self.centre)
+
+    def _saved_library(self, ctx: SelectionContext, target: str) -> FeatureLibrary:
+        """A target's library saved by an earlier selection (`library`: its .npz, or the
+        folder holding <target>.npz), to score this pool with features captured elsewhere."""
+        path = Path(self.library)
+        if path.is_dir():
+            path = path / f"{target}.npz"
+        if not path.is_file():
+            raise ConfigError(f"selectors.{self.name}.library: {path} does not exist (a "
+                              f"library is data/libraries/<subset>/<target>.npz of a NAIT run)")
+        library = FeatureLibrary.load(path)
+        pool_layers = ctx.store("pool").n_layers(self.specs[0])
+        if max(library.layers) >= pool_layers or \
+                library.directions.shape[-1] != self._features(ctx, "pool").shape[-1]:
+            raise ConfigError(
+                f"selectors.{self.name}.library: {path} has layers {library.layers} of width "
+                f"{library.directions.shape[-1]}, which this model's features do not: a "
+                f"library scores pools only through the model that built it")
+        if resolve_layers(self.layers, pool_layers) != library.layers:
+            raise ConfigError(f"selectors.{self.name}.library: {path} was built on layers "
+                              f"{library.layers}: set selectors.{self.name}.layers to them")
+        return library
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
         libraries = {target: self._library(ctx, target) for target in ctx.targets}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from naitbench.estimate import TASK_TARGETS
+from naitbench.estimate import task_target
+from naitbench.evaluate.runner import generic_task
 from naitbench.report.compare import Row
 from naitbench.report.results import BASE, REFERENCE_FULL, REFERENCE_RANDOM
 
@@ -42,15 +43,23 @@ METRIC_UNITS = {"bits_per_byte": "bits per byte", "acc": "accuracy",
 TARGET, TRANSFER = "target", "transfer"
 
 
+#: a generic target's tasks (docs/your-own-data.md), by the metric its name ends in
+GENERIC_TITLES = {"bpb": "{target} held-out responses, bits per byte",
+                  "em": "{target}, exact match of the answer"}
+
+
 def task_title(task: str) -> str:
     """What the task measures, e.g. "HumanEval solutions, bits per byte"."""
+    found = generic_task(task)
+    if task not in TASK_TITLES and found:
+        return GENERIC_TITLES[found[1]].format(target=found[0])
     return TASK_TITLES.get(task, task)
 
 
 def role(row: Row) -> str | None:
     """"target" when the arm was selected for the capability the task scores, "transfer"
     when it was selected for another one, None for an untargeted arm or an unmapped task."""
-    scored = TASK_TARGETS.get(row.task)
+    scored = task_target(row.task)
     if not row.target or scored is None:
         return None
     return TARGET if scored in row.target.split("+") else TRANSFER

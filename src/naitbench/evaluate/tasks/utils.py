@@ -145,3 +145,27 @@ def humaneval_pass_results(doc: dict, results: list) -> dict:
         raise RuntimeError("nb_humaneval_pass1 executes model-written code: set "
                            "HF_ALLOW_CODE_EVAL=1 (and confirm_run_unsafe_code) to allow it")
     return {"pass@1": float(run_program(humaneval_program(doc, results[0])))}
+
+
+# ---------------------------------------------------------------- generic targets
+def extract_answer(pattern: re.Pattern, text: str) -> str | None:
+    """The first match of `pattern` in `text` (its group when it has one), or None; the same
+    rule reads a generic target's references at preparation and the model's outputs here."""
+    match = pattern.search(text)
+    if match is None:
+        return None
+    return (match.group(1) if pattern.groups else match.group(0)).strip()
+
+
+def normalise_answer(text: str) -> str:
+    """Answers compared without case, surrounding or repeated spaces and a final period."""
+    return " ".join(text.strip().rstrip(".").split()).casefold()
+
+
+def generic_exact_match_results(doc: dict, results: list) -> dict:
+    """Exact match of the answer in the model's response (the target's `answer_pattern`;
+    without one, the whole response) against the item's answer."""
+    pattern, generation = doc["eval"]["answer_pattern"], results[0]
+    predicted = extract_answer(re.compile(pattern), generation) if pattern else generation
+    gold = normalise_answer(doc["eval"]["answer"])
+    return {"exact_match": float(normalise_answer(predicted or "") == gold)}
