@@ -222,3 +222,28 @@ def test_options_outside_the_recipe_fail_with_the_key():
                        ("centre", "median"), ("scoring", "l2"), ("rest", "squared")):
         with pytest.raises(ValueError, match=f"selector.{key}="):
             NAITSelector(**{key: value})
+
+
+def test_a_saved_library_scores_another_pool(tmp_path):
+    """A library built on one pool and saved scores another pool exactly as building it
+    again would (centre self: candidates are not offset); one of another width or built on
+    other layers is refused by name."""
+    from naitbench.config import ConfigError
+
+    pool, target, _ = _drift_case()
+    built = _context(tmp_path / "first", pool, target)
+    library = NAITSelector()._library(built, "code")
+    library.save(tmp_path / "lib" / "code.npz")
+    other, _, _ = _drift_case(seed=5, n_pool=120)
+    ctx = _context(tmp_path / "second", other, target)
+    expected = score_pool(library, other["residual.last"] - other["residual.first"])
+    np.testing.assert_allclose(NAITSelector(library=str(tmp_path / "lib")).score(ctx), expected,
+                               rtol=1e-5, atol=1e-5)   # the stores hold float32
+    with pytest.raises(ConfigError, match=r"set selectors\.nait\.layers to them"):
+        NAITSelector(library=str(tmp_path / "lib" / "code.npz"), layers=[0, 1]).score(ctx)
+    with pytest.raises(ConfigError, match=r"missing\.npz does not exist"):
+        NAITSelector(library=str(tmp_path / "missing.npz")).score(ctx)
+    narrow = {k: v[:, :, :4] for k, v in other.items()}
+    with pytest.raises(ConfigError, match="only through the model that built it"):
+        NAITSelector(library=str(tmp_path / "lib")).score(
+            _context(tmp_path / "third", narrow, {k: v[:, :, :4] for k, v in target.items()}))
