@@ -122,7 +122,7 @@ def answer(rows: list[Row], methods: Sequence[str] = HEADLINE_METHODS) -> list[s
         for r in (r for r in headline if r.task == task):
             c = r.vs_random
             word = r.family_verdict or (c.verdict if c else "-")
-            lines.append(f"| {task_heading([r], task)} | {names[r.arm]} "
+            lines.append(f"| {task_heading(rows, task)} | {names[r.arm]} "
                          f"| {_interval(c)} | {_fmt(r.family_p, 3)} | {word} | {_rank(c)} | "
                          f"{_fmt(c.detectable) if c else '-'} |")
     return lines
