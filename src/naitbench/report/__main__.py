@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from naitbench.cli import reported_errors
-from naitbench.config import CONF_DIR, trained_pairs
+from naitbench.config import CONF_DIR, ConfigError, trained_pairs
 from naitbench.io import atomic_open, read_jsonl, write_json
 from naitbench.report.collect import collect, selection_costs
 from naitbench.report.compare import Row, comparison_rows
@@ -28,7 +28,7 @@ from naitbench.report.names import (
     task_title,
 )
 from naitbench.report.render import html_page, markdown
-from naitbench.report.results import REFERENCE_FULL
+from naitbench.report.results import HEADLINE_METHODS, REFERENCE_FULL
 from naitbench.select.analysis import overlap
 
 
@@ -100,6 +100,16 @@ def training_section(data_dir: Path, models: list[tuple[str, int]]) -> list[str]
     return lines
 
 
+def headline_methods(cfg: DictConfig) -> list[str]:
+    """The methods the first screen answers for (`report.headline`), one Holm family."""
+    methods = list(cfg.report.get("headline") or HEADLINE_METHODS)
+    unknown = [m for m in methods if m.partition("+")[0] not in cfg.selectors]
+    if unknown:
+        raise ConfigError(f"report.headline names {unknown}, which are not selectors; known: "
+                          f"{sorted(cfg.selectors)}")
+    return methods
+
+
 def build_report(cfg: DictConfig) -> Path:
     """Collect scores, compute statistics, write report.md/.html, figures and comparison.json."""
     data_dir = Path(cfg.paths.data_dir)
@@ -110,7 +120,9 @@ def build_report(cfg: DictConfig) -> Path:
     if not runs:
         raise FileNotFoundError(f"no scored models under {data_dir}/scores: run evaluate first")
     precision = check_precisions(runs, bool(cfg.report.get("allow_mixed_precision", False)))
-    rows = comparison_rows(runs, alpha=cfg.report.alpha, power=cfg.report.power)
+    headline = headline_methods(cfg)
+    rows = comparison_rows(runs, headline=headline, alpha=cfg.report.alpha,
+                           power=cfg.report.power)
     figure = main_figure(rows, out_dir / "figures" / "main.png")
     costs = selection_costs(data_dir, subsets)
     by_ratio: dict = {}
@@ -128,7 +140,7 @@ def build_report(cfg: DictConfig) -> Path:
                 "What ran: precision and device of every stage": compute_table(runs),
                 "Notes": list(cfg.report.notes)}
     text = markdown(f"NAIT-Bench comparison: {cfg.profile_name}", meta, rows, figure, costs,
-                    sections, out_dir)
+                    sections, out_dir, headline)
     with atomic_open(out_dir / "report.md") as handle:
         handle.write(text + "\n")
     with atomic_open(out_dir / "report.html") as handle:

@@ -11,7 +11,7 @@ import base64
 import html
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from naitbench.report.compare import Row
@@ -95,12 +95,13 @@ def _family_line(headline: list[Row]) -> str:
             f"5%. The intervals beside them are unadjusted.")
 
 
-def answer(rows: list[Row]) -> list[str]:
-    """The first screen: one sentence per task, the size of the family and the table."""
+def answer(rows: list[Row], methods: Sequence[str] = HEADLINE_METHODS) -> list[str]:
+    """The first screen: one sentence per task, the size of the family and the table, for
+    the headline `methods` (report.headline)."""
     names = arm_names(rows)
-    headline = sorted((r for r in rows if r.method in HEADLINE_METHODS), key=arm_order)
+    headline = sorted((r for r in rows if r.method in methods), key=arm_order)
     if not headline:
-        wanted = " or ".join(METHOD_TITLES[m] for m in HEADLINE_METHODS)
+        wanted = " or ".join(METHOD_TITLES.get(m, m) for m in methods)
         return [f"No {wanted} arm in this run: the tables below compare the others."]
     lines = []
     for task in task_order(headline):
@@ -108,7 +109,8 @@ def answer(rows: list[Row]) -> list[str]:
         phrases = "; ".join(_answer_phrase(names[r.arm], r) for r in mine)
         reachable = sorted(r.vs_random.detectable for r in mine if r.vs_random)
         finite = list(dict.fromkeys(_fmt(d) for d in reachable if math.isfinite(d)))
-        reach = (f" This run could detect differences of about {' to '.join(finite)} "
+        span = finite[:1] + finite[-1:] if len(finite) > 1 else finite   # least to most
+        reach = (f" This run could detect differences of about {' to '.join(span)} "
                  f"{unit(mine[0].metric)} or more." if finite else
                  " With fewer than two subsets on each side, this run cannot measure subset "
                  "noise." if reachable else "")
@@ -121,7 +123,7 @@ def answer(rows: list[Row]) -> list[str]:
         for r in (r for r in headline if r.task == task):
             c = r.vs_random
             word = r.family_verdict or (c.verdict if c else "-")
-            lines.append(f"| {task_heading([r], task)} | {names[r.arm]} "
+            lines.append(f"| {task_heading(rows, task)} | {names[r.arm]} "
                          f"| {_interval(c)} | {_fmt(r.family_p, 3)} | {word} | {_rank(c)} | "
                          f"{_fmt(c.detectable) if c else '-'} |")
     return lines
@@ -233,9 +235,10 @@ def stability_table(costs: list[Mapping]) -> list[str]:
 
 
 def markdown(title: str, meta: Mapping[str, str], rows: list[Row], figure: Path | None,
-             costs: list[Mapping], sections: Mapping[str, list[str]], out_dir: Path) -> str:
+             costs: list[Mapping], sections: Mapping[str, list[str]], out_dir: Path,
+             headline: Sequence[str] = HEADLINE_METHODS) -> str:
     """The whole report as Markdown; the figure is referenced relative to `out_dir`."""
-    lines = [f"# {title}", "", "## Answer", "", *answer(rows), "", *legend(rows), ""]
+    lines = [f"# {title}", "", "## Answer", "", *answer(rows, headline), "", *legend(rows), ""]
     if figure is not None:
         lines += [f"![Every replicate as a dot; the grey band is the range of the random "
                   f"subsets]({figure.relative_to(out_dir)})", ""]
