@@ -110,9 +110,9 @@ def test_your_own_data_page_end_to_end(tmp_path, tiny_model_dir):
 
     # the library, copied as the page says, scores the same pool as the run's NAIT did
     run_ok(["bash", "-c", commands[1]], copy, env)
-    run_ok([sys.executable, "-m", "naitbench.select", "--config-dir", ".", "--config-name",
-            "params", "hydra.run.dir=.", "hydra.output_subdir=null", "select.method=nait",
-            "select.targets=[units]", "select.name=nait-library",
+    run_ok([sys.executable, "-m", "naitbench.select", "profile=units", "hydra.run.dir=.",
+            "hydra.output_subdir=null", "select.method=nait", "select.targets=[units]",
+            "select.name=nait-library",
             "selectors.nait.library=data/own/units/nait-library.npz"], copy, env)
     ids = [r["id"] for r in read_jsonl(data / "subsets" / "nait-units-r0.1-s0.jsonl")]
     assert [r["id"] for r in read_jsonl(data / "subsets" / "nait-library.jsonl")] == ids
