@@ -216,4 +216,5 @@ def test_an_unknown_headline_method_is_named():
                             "selectors": {"nait": {}, "rds": {}}})
     with pytest.raises(ConfigError, match=r"report\.headline names \['nate'\]"):
         headline_methods(cfg)
-    assert headline_methods(OmegaConf.create({"report": {}, "selectors": {}})) == ["nait", "rds"]
+    default = OmegaConf.create({"report": {}, "selectors": {"nait": {}, "rds": {}}})
+    assert headline_methods(default) == ["nait", "rds"]
