@@ -192,3 +192,29 @@ def test_a_subset_drops_its_seed_only_when_it_is_its_methods_only_subset():
     short = [short_subset_name(n, names) for n in names]
     assert short == ["nait-code-r0.1-s0", "nait-code-r0.1-s1", "rds-code-r0.1",
                      "random-r0.1-s0", "random-r0.1-s1", "knn-code-r0.15"]
+
+
+def test_report_headline_puts_other_methods_in_the_family(runs, tmp_path):
+    """`report.headline` names the first screen's methods: an untargeted arm joins the Holm
+    family (two comparisons: each adjusted p is at least its own), NAIT leaves it."""
+    runs = [*runs, _run("length", 0.700)]
+    rows = {r.method: r for r in comparison_rows(runs, headline=["nait", "length"])}
+    assert rows["nait"].family_size == rows["length"].family_size == 2
+    assert rows["length"].family_p >= rows["length"].vs_random.p_value
+    text = _first_screen(markdown("Report", {}, list(rows.values()), None, [], {}, tmp_path,
+                                  ["length"]))
+    assert "| length |" in text and "NAIT (published recipe, code)" not in text
+
+
+def test_an_unknown_headline_method_is_named():
+    from omegaconf import OmegaConf
+
+    from naitbench.config import ConfigError
+    from naitbench.report.__main__ import headline_methods
+
+    cfg = OmegaConf.create({"report": {"headline": ["nait", "nate"]},
+                            "selectors": {"nait": {}, "rds": {}}})
+    with pytest.raises(ConfigError, match=r"report\.headline names \['nate'\]"):
+        headline_methods(cfg)
+    default = OmegaConf.create({"report": {}, "selectors": {"nait": {}, "rds": {}}})
+    assert headline_methods(default) == ["nait", "rds"]
