@@ -30,6 +30,8 @@ def save_tiny(kind: str, tokenizer_dir: Path, out: Path) -> Path:
     ids = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
            "eos_token_id": tokenizer.eos_token_id, "num_attention_heads": 4,
            "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
+    if kind == "qwen2":
+        ids["num_key_value_heads"] = 2   # its default (32) assumes the full-size model
     config = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config,
               "gpt_neox": tf.GPTNeoXConfig}[kind](**ids)
     torch.manual_seed(0)
