@@ -8,6 +8,8 @@ import pytest
 
 from naitbench.config import compose
 from naitbench.estimate import (
+    EVALUATE,
+    TRAIN,
     NoRates,
     arm_tokens,
     cpu_precisions,
@@ -182,8 +184,12 @@ def test_cells_at_once_divide_train_and_evaluate_by_the_measured_gain(tmp_path):
         serial[train] / 1.6)
     assert paired[score] == pytest.approx(serial[score] / 1.25)
     assert all(paired[k] == v for k, v in serial.items() if k not in (train, score))
-    measured = estimate(cfg, cells=2, train_precision="fp16", train_cells_gain=1.9)
+    measured = estimate(cfg, cells=2, train_precision="fp16",
+                        cells_gains={TRAIN: 1.9, EVALUATE: 1.4})
     assert measured[train] == pytest.approx(serial[train] / 1.9)   # this machine's, measured
+    assert measured[score] == pytest.approx(serial[score] / 1.4)
+    unscored = estimate(cfg, cells=2, train_precision="fp16", cells_gains={TRAIN: 1.9})
+    assert unscored[score] == pytest.approx(serial[score] / 1.25)   # the profile's
     with pytest.raises(NoRates, match="measured with 2 cells at once, not 3"):
         estimate(cfg, cells=3)
     with pytest.raises(NoRates, match="no gain measured for fp16 training"):
@@ -222,7 +228,7 @@ def test_the_estimate_matches_a_short_measured_run(tmp_path, embedded_model_dir,
     from omegaconf import OmegaConf
 
     from naitbench.data.prepare import prepare
-    from naitbench.estimate import EVALUATE, FEATURES, SELECT, SELECT_GRADS, TRAIN
+    from naitbench.estimate import FEATURES, SELECT, SELECT_GRADS
 
     args = [*SHORT_RUN, f"paths.data_dir={tmp_path / 'data'}", f"model.dir={embedded_model_dir}",
             f"paths.data_root={data_root}"]

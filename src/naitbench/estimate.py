@@ -20,9 +20,9 @@ block's weights frozen under LoRA). Training is timed by the training probe inst
 (naitbench.machine: LoRA steps of a random model with the model's every layer and vocabulary,
 in training's precision, absolute tokens per second on this machine, times
 `train_probe_efficiency`), taken from `logs/machine.json` when `make repro` measured it here.
-Two cells at once divide train and evaluate by the gain measured here (training) or
-`estimate.cells_gain`. It counts every stage as if nothing were cached, so a resumed run
-finishes sooner.
+Two cells at once divide train and evaluate by the gains naitbench.machine measured here
+(its training and scoring probes, each alone and two at once), else `estimate.cells_gain`.
+It counts every stage as if nothing were cached, so a resumed run finishes sooner.
 """
 
 from __future__ import annotations
@@ -164,12 +164,13 @@ def arm_tokens(cfg: DictConfig, lengths: list[tuple[float, float]] | None, name:
 
 def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0,
              cells: int = 1, train_precision: str = "fp32",
-             train_cells_gain: float | None = None) -> dict[str, float]:
+             cells_gains: Mapping[str, float | None] | None = None) -> dict[str, float]:
     """Seconds per stage group for the whole matrix of `cfg` (a composed config), on a
     machine `speed` times as fast as the one the rates were measured on (one factor, or one
     per stage group); `cells` train and evaluate cells at once (`make repro CELLS=2`) divide
-    those stages by the measured gain: training's `train_cells_gain` when this machine
-    measured it (naitbench.machine), else `estimate.cells_gain` for `train_precision`."""
+    those stages by their gain of two cells at once: `cells_gains[TRAIN]` and
+    `cells_gains[EVALUATE]` where this machine measured them (naitbench.machine), else
+    `estimate.cells_gain` (training's for `train_precision`)."""
     rates: Mapping[str, Any] = cfg.estimate
     lengths = pool_lengths(cfg)
     n_pool = len(lengths) if lengths is not None else int(rates.hub_pool_records)
@@ -229,11 +230,12 @@ def estimate(cfg: DictConfig, speed: float | Mapping[str, float] = 1.0,
         if int(gains.get("cells", 0)) != cells:
             raise NoRates(f"estimate.cells_gain was measured with {gains.get('cells')} cells at "
                           f"once, not {cells}: measure it (make bench) for this count")
-        if train_cells_gain is None and train_precision not in gains.train:
+        measured = cells_gains or {}
+        if measured.get(TRAIN) is None and train_precision not in gains.train:
             raise NoRates(f"estimate.cells_gain.train has no gain measured for "
                           f"{train_precision} training: {sorted(gains.train)}")
-        out[TRAIN] /= float(train_cells_gain or gains.train[train_precision])
-        out[EVALUATE] /= float(gains.evaluate)
+        out[TRAIN] /= float(measured.get(TRAIN) or gains.train[train_precision])
+        out[EVALUATE] /= float(measured.get(EVALUATE) or gains.evaluate)
     return out
 
 
@@ -346,8 +348,9 @@ class Plan:
     speed: dict[str, float]
     precision: dict[str, str]
     notes: list[str] = field(default_factory=list)
-    #: two training cells at once against one, as measured here (None: not measured)
-    train_cells_gain: float | None = None
+    #: two cells at once against one, by stage group (TRAIN, EVALUATE), as measured here
+    #: (empty: not measured)
+    cells_gains: dict[str, float | None] = field(default_factory=dict)
 
 
 def gpu_rates(cfg: DictConfig, device_name: str) -> dict:
@@ -398,25 +401,27 @@ def plan(cfg: DictConfig, probe: bool = True,
         notes.append(f"bf16 gain of a decoder block ({kind}) here: x {gains[backward]:.2f}")
     speed = {part: fp32 * (gains[part in BACKWARD] if p == "bf16" else 1.0)
              for part, p in blocks.items()}
-    trained, cells_gain, how = training_rate(cfg, machine_record)
+    trained, cells_gains, how = training_rate(cfg, machine_record)
     speed[TRAIN] = trained * float(cfg.estimate.get("train_probe_efficiency", 1.0)) \
         / float(cfg.estimate.train_tok_s)
     notes.append(f"training probe ({how}): {trained:.0f} tokens/s, x "
                  f"{cfg.estimate.get('train_probe_efficiency', 1.0)} trainer efficiency")
-    return Plan(rates, "this machine", speed, precision, notes, cells_gain)
+    return Plan(rates, "this machine", speed, precision, notes, cells_gains)
 
 
 def training_rate(cfg: DictConfig, machine_record: Mapping[str, Any] | None,
-                  ) -> tuple[float, float | None, str]:
-    """This machine's training tokens/s (one cell, every core) and its measured gain of two
-    cells at once: from `python -m naitbench.machine cells` when it ran here for this
-    precision, else a probe run now (no gain)."""
+                  ) -> tuple[float, dict[str, float | None], str]:
+    """This machine's training tokens/s (one cell, every core) and the measured gains of two
+    cells at once for training and scoring: from `python -m naitbench.machine cells` when it
+    ran here for this precision, else a probe run now (no gains)."""
     if machine_record and machine_record.get("precision") == str(cfg.train.precision):
-        return (float(machine_record["alone_tok_s"]), machine_record.get("gain"),
+        return (float(machine_record["train"]["alone_tok_s"]),
+                {TRAIN: machine_record["train"].get("gain"),
+                 EVALUATE: machine_record["score"].get("gain")},
                 "naitbench.machine, measured before this run")
     from naitbench.machine import probe_settings, train_probe
 
-    return train_probe(**probe_settings(cfg)), None, "run now"
+    return train_probe(**probe_settings(cfg)), {}, "run now"
 
 
 def render(parts: Mapping[str, float], profile: str, machine: str = "the reference machine",
@@ -454,8 +459,7 @@ def main(argv: list[str] | None = None) -> None:
             here = plan(cfg, probe=not args.no_probe,
                         machine_record=read_machine_file(args.machine))
             parts = estimate(OmegaConf.merge(cfg, {"estimate": here.rates}), here.speed,
-                             args.cells, here.precision.get(TRAIN, "fp32"),
-                             here.train_cells_gain)
+                             args.cells, here.precision.get(TRAIN, "fp32"), here.cells_gains)
         except NoRates as error:
             print(f"No estimate for profile '{cfg.profile_name}': {error}", flush=True)
             return
@@ -463,9 +467,10 @@ def main(argv: list[str] | None = None) -> None:
             print(note, flush=True)
         speed = None if here.machine != "this machine" else here.speed
         if args.cells > 1:
-            source = ("training's gain measured here" if here.train_cells_gain
-                      else "estimate.cells_gain")
-            print(f"train and evaluate: {args.cells} cells at once ({source})", flush=True)
+            source = {part: "measured here" if here.cells_gains.get(part) else
+                      "estimate.cells_gain" for part in (TRAIN, EVALUATE)}
+            print(f"train and evaluate: {args.cells} cells at once (gain of training "
+                  f"{source[TRAIN]}, of scoring {source[EVALUATE]})", flush=True)
         print(render(parts, cfg.profile_name, here.machine, speed, here.precision), flush=True)
 
 

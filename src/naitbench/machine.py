@@ -1,17 +1,24 @@
-"""What this machine trains per second, measured rather than assumed.
+"""What this machine trains and scores per second, measured rather than assumed.
 
 - `train_probe`: LoRA steps (forward, backward, AdamW) of a causal LM shaped like the
   profile's model (`estimate.probe_block`: hidden, MLP, heads, layers, vocabulary), randomly
   initialised, on batches shaped like the pool's records, in the precision training resolves
   to here. It runs the trainer's own pieces (LoRA wrapping, the response-rows loss), so it
   sees what a kernel-level probe misses (attention, norms, the LoRA matmuls, the optimizer).
-- `cells_at_once`: the same probe alone with every core, then as two processes at once with
+- `score_probe`: forward passes without gradients of the same LoRA-wrapped model, batches of
+  `eval.batch_size`, in the precision scoring uses on the CPU (eval.dtype), as lm-eval's
+  log-likelihood requests run them.
+- `cells_at_once`: each probe alone with every core, then as two processes at once with
   half the cores each; two cells at once are chosen only where together they trained more
-  tokens per second than one alone (`make repro`'s CELLS=auto). What was measured is written
-  to a JSON file the estimate reads, so the printed estimate uses this machine's numbers.
+  tokens per second than one alone (`make repro`'s CELLS=auto). Scoring's gain is measured
+  too, for the estimate: an evaluate cell is short and single-threaded at start-up, so its
+  gain differs from training's and from one machine to the next. What was measured is
+  written to a JSON file the estimate reads, so the printed estimate uses this machine's
+  numbers.
 
 `python -m naitbench.machine cells [--params params.yaml] [--out logs/machine.json]` prints the
-chosen count; `python -m naitbench.machine probe --threads N` prints one probe's rate (JSON).
+chosen count; `python -m naitbench.machine probe --kind train|score --threads N` prints one
+probe's rate (JSON).
 """
 
 from __future__ import annotations
@@ -88,54 +95,96 @@ def train_probe(shape: Mapping[str, int], lora: Mapping[str, Any], precision: st
     return steps * batch * length / (time.perf_counter() - began)
 
 
-def probe_settings(cfg: Any) -> dict[str, Any]:
-    """The probe's inputs from a composed config (params.yaml): the model's shape, LoRA,
-    precision, micro-batch and a record's mean length."""
+def score_probe(shape: Mapping[str, int], lora: Mapping[str, Any], precision: str,
+                batch: int, length: int, steps: int = 6) -> float:
+    """Scored tokens per second of `steps` timed gradient-free forward passes of `batch` x
+    `length` tokens with log-softmax over the vocabulary, after one untimed one."""
+    import torch
+
+    from naitbench.models.precision import autocast
+
+    model = probe_model(shape, lora)
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(shape["vocab"], (batch, length), generator=gen)
+
+    def step() -> None:
+        with torch.inference_mode(), autocast(precision, "cpu"):
+            torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
+
+    step()
+    began = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch * length / (time.perf_counter() - began)
+
+
+#: the probes `cells_at_once` runs, by the stage group they time
+PROBES = {"train": train_probe, "score": score_probe}
+
+
+def probe_settings(cfg: Any, kind: str = "train") -> dict[str, Any]:
+    """A probe's inputs from a composed config (params.yaml): the model's shape, LoRA,
+    the stage's precision and batch, and a record's mean length."""
     from omegaconf import OmegaConf
 
+    from naitbench.evaluate.runner import CPU_PRECISION
+
+    if kind not in PROBES:
+        raise ValueError(f"probe kind {kind!r}: use one of {sorted(PROBES)}")
+    precision, batch = ((str(cfg.train.precision), int(cfg.train.batch_size)) if kind == "train"
+                        else (CPU_PRECISION[str(cfg.eval.dtype)], int(cfg.eval.batch_size)))
     return {"shape": OmegaConf.to_container(cfg.estimate.probe_block, resolve=True),
             "lora": OmegaConf.to_container(cfg.train.lora, resolve=True),
-            "precision": str(cfg.train.precision), "batch": int(cfg.train.batch_size),
+            "precision": precision, "batch": batch,
             "length": int(cfg.estimate.tokens_per_record)}
 
 
-def _probe_in_subprocesses(params: Path, threads: int, count: int) -> list[float]:
-    """`count` probes started at once, each its own process with `threads` threads."""
+def _probe_in_subprocesses(params: Path, kind: str, threads: int, count: int) -> list[float]:
+    """`count` probes of `kind` started at once, each its own process with `threads` threads."""
     env = cell_env(os.environ, threads, None)   # the thread variables a cell gets
     procs = [subprocess.Popen([sys.executable, "-m", "naitbench.machine", "probe",
-                               "--params", str(params), "--threads", str(threads)],
+                               "--kind", kind, "--params", str(params),
+                               "--threads", str(threads)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(count)]
     rates = []
     for proc in procs:
         out, err = proc.communicate()
         if proc.returncode:
-            raise RuntimeError(f"the training probe failed:\n{err[-2000:]}")
+            raise RuntimeError(f"the {kind} probe failed:\n{err[-2000:]}")
         rates.append(float(json.loads(out.strip().splitlines()[-1])["tok_s"]))
     return rates
 
 
-def cells_at_once(params: Path, cores: int | None = None) -> dict[str, Any]:
-    """The probe alone with every core, then two at once with half each; the count chosen
-    (2 only where together beat alone by MIN_GAIN) and what was measured."""
-    cores = cores or os.cpu_count() or 1
-    alone = _probe_in_subprocesses(params, cores, 1)[0]
-    record: dict[str, Any] = {"cores": cores, "alone_tok_s": round(alone, 1)}
+def _alone_and_together(params: Path, kind: str, cores: int) -> dict[str, Any]:
+    """One probe of `kind` with every core, then (two or more cores) two with half each."""
+    alone = _probe_in_subprocesses(params, kind, cores, 1)[0]
     if cores < 2:
-        return {**record, "cells": 1, "gain": None}
-    together = _probe_in_subprocesses(params, cores // 2, 2)
-    gain = sum(together) / alone
-    return {**record, "together_tok_s": [round(r, 1) for r in together],
-            "gain": round(gain, 3), "cells": 2 if gain >= MIN_GAIN else 1}
+        return {"alone_tok_s": round(alone, 1), "gain": None}
+    together = _probe_in_subprocesses(params, kind, cores // 2, 2)
+    return {"alone_tok_s": round(alone, 1), "together_tok_s": [round(r, 1) for r in together],
+            "gain": round(sum(together) / alone, 3)}
+
+
+def cells_at_once(params: Path, cores: int | None = None) -> dict[str, Any]:
+    """Training's and scoring's probes alone and two at once; the count chosen (2 only where
+    two training cells together beat one alone by MIN_GAIN) and what was measured."""
+    cores = cores or os.cpu_count() or 1
+    measured = {kind: _alone_and_together(params, kind, cores) for kind in PROBES}
+    gain = measured["train"]["gain"]
+    return {"cores": cores, **measured, "cells": 2 if gain and gain >= MIN_GAIN else 1}
 
 
 def read_machine_file(path: Path = MACHINE_FILE) -> dict[str, Any] | None:
-    """What `cells` measured on this machine (None when it has not run here)."""
+    """What `cells` measured on this machine (None when it has not run here, or was written
+    by a version that measured other things)."""
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    return record if record.get("host") == os.uname().nodename else None
+    measured = all(isinstance(record.get(kind), dict) for kind in PROBES)
+    return record if measured and record.get("host") == os.uname().nodename else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog="python -m naitbench.machine")
         parser.add_argument("what", choices=("cells", "probe"))
         parser.add_argument("--params", type=Path, default=REPO_DIR / "params.yaml")
+        parser.add_argument("--kind", choices=sorted(PROBES), default="train",
+                            help="probe: the stage group it times")
         parser.add_argument("--threads", type=int, default=None, help="probe: torch threads")
         parser.add_argument("--out", type=Path, default=MACHINE_FILE,
                             help="cells: where the measurement is written for the estimate")
@@ -158,16 +209,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.threads:
                 torch.set_num_threads(args.threads)
-            print(json.dumps({"tok_s": train_probe(**probe_settings(cfg))}), flush=True)
+            rate = PROBES[args.kind](**probe_settings(cfg, args.kind))
+            print(json.dumps({"tok_s": rate}), flush=True)
             return 0
         record = {**cells_at_once(args.params), "host": os.uname().nodename,
                   "precision": str(cfg.train.precision)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.out, record)
-        together = (f", two at once {sum(record['together_tok_s']):.0f} tokens/s "
-                    f"(x {record['gain']:.2f})" if record["gain"] is not None else "")
-        print(f"training probe: one cell {record['alone_tok_s']:.0f} tokens/s{together}: "
-              f"{record['cells']} cell(s) at once", file=sys.stderr, flush=True)
+        for kind, what in (("train", "training"), ("score", "scoring")):
+            m = record[kind]
+            together = (f", two at once {sum(m['together_tok_s']):.0f} (x {m['gain']:.2f})"
+                        if m["gain"] is not None else "")
+            print(f"{what} probe: one cell {m['alone_tok_s']:.0f} tokens/s{together}",
+                  file=sys.stderr, flush=True)
+        print(f"{record['cells']} cell(s) at once (training's gain decides)", file=sys.stderr,
+              flush=True)
         print(record["cells"], flush=True)
         return 0
 
