@@ -37,3 +37,13 @@ def test_collect_reads_the_matrix_rows_only(tmp_path):
     assert [c["subset"] for c in selection_costs(data, ["length-r0.1-s0"])] == ["length-r0.1-s0"]
     with pytest.raises(FileNotFoundError, match="run their evaluate stages"):
         collect(data, [("full", 0), ("length-r0.1-s0", 0), ("length-r0.1-s0", 1)])
+
+
+def test_a_matrix_without_the_base_models_scores_is_refused(tmp_path):
+    """A resumed run once reported 18 of 19 models because the base model's scores were
+    missing; the base model is part of every matrix."""
+    data = tmp_path / "data"
+    _scored(data / "scores" / "full" / "seed0", 0.6)
+    with pytest.raises(FileNotFoundError, match=r"scores/base\b.*run their evaluate stages"):
+        collect(data, [("full", 0)])
+    assert [r.name for r in collect(data)] == ["full/seed0"]   # no matrix: what is on disk

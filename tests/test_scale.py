@@ -281,3 +281,28 @@ def test_resume_on_a_fresh_clone_runs_only_what_is_unfinished(prepared, referenc
     assert (second / "data" / "subsets" / "nait-code-r0.1-s0.jsonl").read_bytes() == nait_ids
     assert "2 pending cells" in added.stdout
     assert "finished and committed: 2 cells" in added.stdout
+
+
+def test_a_clone_lacking_the_models_selects_nothing_again(prepared, tmp_path, data_root):
+    """An untargeted selection depends on the models directory, which git never holds: a
+    clone must see it as missing (skipped by --allow-missing), not as changed (DVC's own
+    .gitignore committed inside it once made it 'modified' and every such selection re-ran)."""
+    first, env = _clone(prepared, tmp_path / "first")
+    run_ok([sys.executable, "-m", "naitbench.config", "dump", "profile=smoke",
+            f"paths.data_root={data_root}", "tracking=disabled", "runs.targeted=[nait]",
+            "runs.untargeted=[length]", "runs.random_seeds=[0]"], first, env)
+    run_ok([sys.executable, "-m", "dvc", "repro", "select_untargeted@length-0.1"], first, env)
+    run_ok(["git", "add", "-A"], first, env)
+    run_ok(["git", "commit", "-qm", "length selected"], first, env)
+    assert not [f for f in run_ok(["git", "ls-files", "data/models"], first, env).split()]
+
+    second = tmp_path / "second"
+    run_ok(["git", "clone", "-q", str(first), str(second)], tmp_path, env)
+    env = {**env, "PYTHONPATH": f"{second / 'src'}:{second}"}
+    assert not (second / "data" / "models").exists()
+    dry = run_ok([sys.executable, "-m", "dvc", "repro", "--allow-missing", "--dry",
+                  "select_untargeted@length-0.1"], second, env)
+    assert "Running stage" not in dry, dry
+    plan = run_ok([sys.executable, "-m", "naitbench.scale", f"scale.threads={THREADS}",
+                   "scale.dry_run=true", "scale.allow_missing=true"], second, env)
+    assert "select_untargeted@length-0.1" not in plan, plan

@@ -49,11 +49,15 @@ def task_scores(score_dir: Path) -> dict[str, TaskScore]:
 
 def scored_dirs(data_dir: Path, models: Sequence[tuple[str, int]] | None) -> list[Path]:
     """The score directories of the matrix's `models` ((subset or full, training seed) pairs),
-    or with no matrix given every one on disk. A matrix row without scores is an error, and
-    rows left on disk by an earlier, larger matrix are not read."""
+    or with no matrix given every one on disk. A matrix row without scores is an error (the
+    base model's too: every matrix scores it, and a report without it would be silently
+    short), and rows left on disk by an earlier, larger matrix are not read."""
+    base = data_dir / "scores" / BASE
     if models is None:
-        return [m.parent for m in sorted((data_dir / "scores").glob("*/seed*/metrics.json"))]
-    dirs = [data_dir / "scores" / name / f"seed{seed}" for name, seed in models]
+        return ([base] if (base / "metrics.json").exists() else []) + [
+            m.parent for m in sorted((data_dir / "scores").glob("*/seed*/metrics.json"))]
+    dirs = [base,
+            *(data_dir / "scores" / name / f"seed{seed}" for name, seed in models)]
     missing = [str(d) for d in dirs if not (d / "metrics.json").exists()]
     if missing:
         raise FileNotFoundError(f"no metrics.json in {missing[:5]}: run their evaluate stages")
@@ -67,12 +71,12 @@ def collect(data_dir: str | Path,
     given."""
     data_dir = Path(data_dir)
     runs = []
-    base = data_dir / "scores" / BASE
-    if (base / "metrics.json").exists():
-        runs.append(RunResult(method=BASE, target=None, ratio=None, selection_seed=None,
-                              train_seed=None, name=BASE, scores=task_scores(base),
-                              compute=run_compute(base, None, {})))
     for score_dir in scored_dirs(data_dir, models):
+        if score_dir.name == BASE:
+            runs.append(RunResult(method=BASE, target=None, ratio=None, selection_seed=None,
+                                  train_seed=None, name=BASE, scores=task_scores(score_dir),
+                                  compute=run_compute(score_dir, None, {})))
+            continue
         subset, train_seed = score_dir.parent.name, int(SEED_DIR.search(score_dir.name)[1])
         trained = data_dir / "runs" / subset / score_dir.name
         if subset == REFERENCE_FULL:
