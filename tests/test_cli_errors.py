@@ -58,6 +58,8 @@ def test_a_model_directory_not_prepared_says_which_stage_makes_it(tmp_path, data
      ["rule='median'", "round_robin"]),
     ("naitbench.config", ["dump", "profile=smoke", "runs.targeted=[nope]"],
      ["runs.targeted names 'nope'"]),
+    ("naitbench.models.prepare", ["model=hf", "model.name_or_path=./no/such/model"],
+     ["model.name_or_path='./no/such/model': no such directory"]),
 ])
 def test_a_bad_config_value_says_which_key_and_what_is_accepted(module, args, fragments,
                                                                 tmp_path):
@@ -65,6 +67,13 @@ def test_a_bad_config_value_says_which_key_and_what_is_accepted(module, args, fr
              else ["tracking=disabled", f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null",
                    f"paths.data_dir={tmp_path / 'data'}"])
     _says(_run(module, *args, *extra), *fragments)
+
+
+def test_the_cells_sweep_says_which_scale_key_is_wrong(tmp_path):
+    """`python -m naitbench.scale` (what `make repro` runs) runs in Hydra's sweeper: the same
+    two lines and status as every stage."""
+    _says(_run("naitbench.scale", "scale.upstream=later", f"hydra.sweep.dir={tmp_path}"),
+          "scale.upstream='later'", "'repro'")
 
 
 def test_the_traceback_is_one_variable_away(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from naitbench.cli import EXIT_USER_ERROR, reported_errors
 from naitbench.config import ConfigError, compose
 from naitbench.data.records import BadRecordLog, DataError
 from naitbench.data.targets import DisjointnessError, build_target, question_key
@@ -152,6 +153,9 @@ def test_shared_question_in_two_files_refused(tmp_path):
     write_jsonl(tmp_path / "out.jsonl", rows(ITEMS[9:15]))
     with pytest.raises(DisjointnessError, match="1 held-out items also appear"):
         build(spec(tmp_path / "in.jsonl", tmp_path / "out.jsonl", heldout_size=None))
+    with pytest.raises(SystemExit) as exit_info, reported_errors():   # two lines, no traceback
+        build(spec(tmp_path / "in.jsonl", tmp_path / "out.jsonl", heldout_size=None))
+    assert exit_info.value.code == EXIT_USER_ERROR
 
 
 def test_a_target_is_one_yaml_file_or_an_override(tmp_path):

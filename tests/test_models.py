@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from naitbench.config import REPO_DIR, compose
+from naitbench.config import REPO_DIR, ConfigError, compose
 from naitbench.models.gguf import packaged_gguf
 from naitbench.models.load import build_on_meta, load_model, load_tokenizer, num_layers
 
@@ -97,3 +97,27 @@ def test_a_local_model_directory_is_taken_as_a_hub_style_model(tiny_model_dir, t
                    f"model.dir={tmp_path / 'copy'}"])
     out = prepare_model(cfg.model)
     assert num_layers(load_model(out, dtype="float32")) == 4
+
+
+def test_a_mistyped_local_model_path_is_not_taken_for_a_hub_id(tmp_path):
+    from naitbench.models.prepare import prepare_model
+
+    cfg = compose(["model=hf", f"model.name_or_path={tmp_path / 'nodir'}",
+                   f"model.dir={tmp_path / 'copy'}"])
+    with pytest.raises(ConfigError, match=r"model.name_or_path=.*nodir.*: no such directory"):
+        prepare_model(cfg.model)
+
+
+def test_the_prepare_stage_refuses_a_model_without_a_hooked_part(tmp_path, tiny_model_dir):
+    """The first stage checks what the feature specs hook, from the config alone: a tiny
+    RWKV (no MLP down projection, no final norm by the known names) is refused there."""
+    from transformers import RwkvConfig
+
+    from naitbench.models.prepare import check_model_parts
+
+    check_model_parts(tiny_model_dir, ["residual.mean", "mlp.mean", "final.weighted"])
+    RwkvConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, attention_hidden_size=16,
+               intermediate_size=32, context_length=32).save_pretrained(tmp_path / "rwkv")
+    check_model_parts(tmp_path / "rwkv", ["residual.mean"])   # blocks are found
+    with pytest.raises(ConfigError, match=r"model rwkv .*no mlp outputs found for the 'mlp'"):
+        check_model_parts(tmp_path / "rwkv", ["residual.mean", "mlp.mean"])

@@ -71,6 +71,22 @@ def test_json_array_records_keep_their_line_numbers(tmp_path):
     assert (info.value.line, info.value.field) == (4, "output")
 
 
+def test_records_of_a_one_line_json_array_are_named_by_index(tmp_path):
+    path = tmp_path / "pool.json"
+    path.write_text('[{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"},'
+                    ' {"instruction": "", "output": "f"}]')
+    with pytest.raises(DataError, match=r"pool\.json:record 2: field 'instruction'") as info:
+        read_records(path, ALPACA_RULES, on_bad="error", log=BadRecordLog(), max_chars=100)
+    assert info.value.line == "record 2"
+    mixed = tmp_path / "mixed.json"   # two records on line 2, the third on its own line
+    mixed.write_text('[\n{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"},'
+                     '\n{"instruction": "e", "output": ""}\n]')
+    with pytest.raises(DataError) as info:
+        read_records(mixed, ALPACA_RULES, on_bad="error", log=BadRecordLog(), max_chars=100)
+    assert (info.value.line, info.value.field) == (3, "output")
+    assert [label for label, _ in iter_raw(mixed)] == ["record 0", "record 1", 3]
+
+
 def test_malformed_json_array_is_fatal_even_in_skip_mode(tmp_path):
     path = tmp_path / "pool.json"
     path.write_text('[\n {"instruction": "a", "output": "b"},\n {"instruction": \n]\n')

@@ -306,3 +306,23 @@ def test_a_clone_lacking_the_models_selects_nothing_again(prepared, tmp_path, da
     plan = run_ok([sys.executable, "-m", "naitbench.scale", f"scale.threads={THREADS}",
                    "scale.dry_run=true", "scale.allow_missing=true"], second, env)
     assert "select_untargeted@length-0.1" not in plan, plan
+
+
+def test_a_finished_cell_whose_git_kept_scores_are_gone_is_scored_again(prepared, tmp_path):
+    """The report reads every score directory: when a finished cell's scores (kept in git)
+    are missing while other cells are pending, the plan runs that cell again rather than let
+    the report run short of a model; an adapter missing on a clone (not kept in git, not
+    read by the report) does not make its training run again."""
+    from naitbench.scale.cells import plan
+
+    project, env = _clone(prepared, tmp_path)
+    run_ok([sys.executable, "-m", "dvc", "repro", "evaluate_base",
+            "evaluate@random-r0.1-s0-seed0"], project, cell_env(env, THREADS, None))
+    shutil.rmtree(project / "data" / "scores" / "base")
+    shutil.rmtree(project / "data" / "runs" / "random-r0.1-s0" / "seed0" / "model")
+    found = plan(project, allow_missing=True)
+    assert found.rerun == ["evaluate_base"]
+    names = {c.name for c in found.cells}
+    assert "evaluate_base" in names
+    assert not names & {"train@random-r0.1-s0-seed0", "evaluate@random-r0.1-s0-seed0"}
+    assert "train@nait-code-r0.1-s0-seed0" in names   # never ran: still pending

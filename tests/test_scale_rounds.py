@@ -81,5 +81,5 @@ def test_cells_of_unknown_weight_count_as_a_typical_one():
 
 
 def test_chunk_must_be_positive():
-    with pytest.raises(ValueError, match="chunk=0"):
+    with pytest.raises(ValueError, match=r"scale\.chunk=0"):
         _matrix({"a": 1.0}).rounds(0)

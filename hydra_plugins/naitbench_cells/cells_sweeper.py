@@ -25,7 +25,9 @@ class CellSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
+        from naitbench.cli import reported_errors
         from naitbench.scale.sweep import run_sweep
 
         assert self.config is not None and self.launcher is not None
-        return run_sweep(self.config, arguments, self.launcher.launch)
+        with reported_errors():   # a user's mistake: its message, status 2, no traceback
+            return run_sweep(self.config, arguments, self.launcher.launch)

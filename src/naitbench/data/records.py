@@ -142,6 +142,7 @@ def _iter_json(path: Path, text: str, records_key: str | None,
     pos = _skip_ws(text, pos + 1)
     if text.startswith("]", pos):
         return
+    index, previous_end = 0, None
     while True:
         try:
             value, end = decoder.raw_decode(text, pos)
@@ -150,10 +151,17 @@ def _iter_json(path: Path, text: str, records_key: str | None,
                 yield lines.at(pos), CutOff(str(path), lines.at(pos))
                 return
             raise DataError(path, exc.lineno, RECORD, f"malformed JSON: {exc.msg}") from exc
-        yield lines.at(pos), value
+        start, last = lines.at(pos), lines.at(end - 1)
         pos = _skip_ws(text, end)
-        if text.startswith(",", pos):
-            pos = _skip_ws(text, pos + 1)
+        following = _skip_ws(text, pos + 1) if text.startswith(",", pos) else None
+        # a record sharing its line with another (a one-line array) is named by its index
+        shared = start == previous_end or (
+            following is not None and following < len(text)
+            and not text.startswith("]", following) and lines.at(following) == last)
+        yield (f"record {index}" if shared else start), value
+        index, previous_end = index + 1, last
+        if following is not None:
+            pos = following
         elif text.startswith("]", pos):
             return
         elif cut_off_ok and pos == len(text):

@@ -19,6 +19,7 @@ from naitbench.data.normalise import normalise_text, record_id, strip_calculator
 from naitbench.data.records import BadRecordLog, DataError, FieldRule, OnBad, read_records
 from naitbench.data.sources import load_hub, source_name
 from naitbench.data.template import PromptFormat
+from naitbench.errors import UserError
 from naitbench.evaluate.tasks.utils import extract_answer
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -26,7 +27,7 @@ Split = tuple[list[dict], list[dict], dict]
 Template = PromptFormat
 
 
-class DisjointnessError(ValueError):
+class DisjointnessError(UserError, ValueError):
     """In-domain and held-out sets share a sample."""
 
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from naitbench.cli import reported_errors
 from naitbench.config import CONF_DIR, validate
+from naitbench.features.capture import parse_specs
 from naitbench.features.store import ensure_features
 from naitbench.io import write_json
 from naitbench.models.precision import COMPUTE
@@ -56,6 +57,8 @@ def extract_all(cfg: DictConfig) -> dict:
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
     with reported_errors():
+        validate(cfg)   # before the tracking run: a config mistake prints its message alone
+        parse_specs(list(cfg.features.specs))
         with start_run(cfg.tracking, stage="features", config=cfg, group="features") as run:
             summary = extract_all(cfg)
             run.log_costs(wall_time_s=sum(i["this_call"]["wall_s"] for i in summary.values()),

@@ -15,6 +15,9 @@ from naitbench.config import CONF_DIR, ConfigError
 from naitbench.models.gguf import convert_gguf, packaged_gguf
 from naitbench.models.tiny import build_tiny
 
+#: a model.name_or_path that starts so is a local directory, never a hub id
+LOCAL_PREFIXES = ("/", "./", "../", "~")
+
 
 def prepare_model(model_cfg: DictConfig) -> str:
     """Convert a packaged GGUF model, build the tiny model, copy a local model directory or
@@ -38,7 +41,11 @@ def prepare_model(model_cfg: DictConfig) -> str:
             shutil.move(str(built), out)
         return str(out)
     if kind == "hub":
-        source = Path(str(model_cfg.name_or_path))
+        source = Path(str(model_cfg.name_or_path)).expanduser()
+        if str(model_cfg.name_or_path).startswith(LOCAL_PREFIXES) and not source.is_dir():
+            raise ConfigError(f"model.name_or_path={model_cfg.name_or_path!r}: no such "
+                              f"directory (a local model is a directory holding config.json; "
+                              f"a hub model is <owner>/<name>)")
         if source.is_dir():
             shutil.rmtree(model_cfg.dir, ignore_errors=True)
             shutil.copytree(source, model_cfg.dir)
@@ -51,11 +58,26 @@ def prepare_model(model_cfg: DictConfig) -> str:
     raise ConfigError(f"model.kind={kind!r}: use gguf, tiny or hub")
 
 
+def check_model_parts(model_dir: str | Path, specs: list[str]) -> None:
+    """Refuse, at the first stage, a model without a part the feature specs hook (blocks,
+    MLP output projections, final norm: naitbench.models.anatomy); built from its config on
+    the meta device, so no weights are read."""
+    from naitbench.features.capture import parse_specs
+    from naitbench.models.anatomy import anatomy
+    from naitbench.models.load import build_on_meta
+
+    anatomy(build_on_meta(Path(model_dir) / "config.json"),
+            {spec.site for spec in parse_specs(list(specs))})
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
     with reported_errors():
         model_cfg = cfg.model if cfg.get("rater") is None else cfg.raters[cfg.rater]
-        print(f"model ready: {prepare_model(model_cfg)}")
+        ready = prepare_model(model_cfg)
+        if cfg.get("rater") is None:   # the base model: what the features stage will hook
+            check_model_parts(ready, list(cfg.features.specs))
+        print(f"model ready: {ready}")
 
 
 if __name__ == "__main__":

@@ -22,10 +22,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from naitbench.config import ConfigError
+from naitbench.errors import UserError
+
 CELL_STAGES = ("train", "train_full", "evaluate", "evaluate_full", "evaluate_base")
 
 
-class UpstreamStale(RuntimeError):
+class UpstreamStale(UserError, RuntimeError):
     """Stages the pending cells read (features, selection) are out of date."""
 
 
@@ -69,7 +72,7 @@ class Plan:
         if chunk is None:
             return self._layers()
         if chunk < 1:
-            raise ValueError(f"chunk={chunk}: at least one cell per round")
+            raise ConfigError(f"scale.chunk={chunk}: at least one cell per round")
         known = sorted(c.weight for c in self.cells if c.weight)
         typical = known[len(known) // 2] if known else 1.0
         weight = {c.name: c.weight or typical for c in self.cells}
@@ -155,28 +158,45 @@ def plan(root: str | Path, groups: Sequence[str] = CELL_STAGES,
 
 def _missing_inputs(graph: Any, order: list, pending: dict, groups: Sequence[str],
                     ) -> tuple[set, set]:
-    """Stages to run again because a pending cell reads an output of theirs that is not in
+    """Stages to run again because a pending stage reads an output of theirs that is not in
     the workspace: non-cell stages (regenerated before the cells) and finished cells (made
-    pending here, in `pending`); repeated until no pending cell misses an input."""
+    pending here, in `pending`); repeated until nothing pending misses an input. A pending
+    cell misses any output it reads; a pending stage downstream of the cells (the report)
+    only those that travel in git (`cache: false`: scores, manifests, training metrics),
+    since the adapters a clone lacks are not what it reads."""
     regenerate, rerun = set(), set()
     changed = True
     while changed:
         changed = False
         for stage in order:
-            if not (pending[stage] and is_cell(stage.addressing, groups)):
+            producers = list(graph.successors(stage))
+            cell = is_cell(stage.addressing, groups)
+            if not pending[stage] or not (
+                    cell or any(is_cell(p.addressing, groups) for p in producers)):
                 continue
-            for dep in stage.deps:
-                if Path(dep.fs_path).exists():
+            for producer in producers:
+                if not _reads_a_missing_output(stage, producer, everything=cell):
                     continue
-                for producer in graph.successors(stage):
-                    if not any(_within(dep.fs_path, out.fs_path) for out in producer.outs):
-                        continue
-                    if not is_cell(producer.addressing, groups):
-                        regenerate.add(producer)
-                    elif not pending[producer]:
-                        pending[producer] = changed = True
-                        rerun.add(producer)
+                if not is_cell(producer.addressing, groups):
+                    regenerate.add(producer)
+                elif not pending[producer]:
+                    pending[producer] = changed = True
+                    rerun.add(producer)
     return regenerate, rerun
+
+
+def _reads_a_missing_output(reader: Any, producer: Any, everything: bool) -> bool:
+    """Whether `reader` depends on an output of `producer` that is not in the workspace: a
+    dependency inside that output, or (`everything`, else only outputs kept in git) the
+    output inside a dependency directory."""
+    for dep in reader.deps:
+        for out in producer.outs:
+            if _within(dep.fs_path, out.fs_path) and not Path(dep.fs_path).exists():
+                return True
+            if (_within(out.fs_path, dep.fs_path) and not Path(out.fs_path).exists()
+                    and (everything or not out.use_cache)):
+                return True
+    return False
 
 
 def _within(path: str, out: str) -> bool:

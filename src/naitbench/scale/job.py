@@ -18,6 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from naitbench.config import ConfigError
+
 PLAN_FILE = "cells.json"
 RESULTS_DIR = "results"
 LOG_FILE = "cell.log"
@@ -38,7 +40,7 @@ def cell_env(base: Mapping[str, str], threads: int | None, gpu: str | None) -> d
     env = {**base, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"}
     if threads is not None:
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise ValueError(f"scale.threads={threads!r}: a positive integer or null")
+            raise ConfigError(f"scale.threads={threads!r}: a positive integer or null")
         env.update(dict.fromkeys(THREAD_VARS, str(threads)))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
@@ -53,7 +55,7 @@ def gpu_slot(slots_dir: Path, gpus: int | None, poll_s: float = 2.0) -> Iterator
         yield None
         return
     if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
-        raise ValueError(f"scale.gpus={gpus!r}: a positive integer (devices on the node) or null")
+        raise ConfigError(f"scale.gpus={gpus!r}: a positive integer (devices on the node) or null")
     slots_dir.mkdir(parents=True, exist_ok=True)
     while True:
         for device in range(gpus):

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
+from naitbench.config import ConfigError
 from naitbench.scale.cells import Plan, UpstreamStale, commit, plan, reproduce_upstream
 from naitbench.scale.job import PLAN_FILE, result_path
 
@@ -52,7 +53,7 @@ def pending_plan(root: Path, scale: DictConfig) -> Plan:
     """The pending cells, after `dvc repro` of the stale stages they read (scale.upstream);
     `scale.allow_missing`: cells finished elsewhere are not pending (cells.plan)."""
     if scale.upstream not in UPSTREAM:
-        raise ValueError(f"scale.upstream={scale.upstream!r}: use one of {UPSTREAM}")
+        raise ConfigError(f"scale.upstream={scale.upstream!r}: use one of {UPSTREAM}")
     groups, missing = list(scale.stages), bool(scale.get("allow_missing", False))
     found = plan(root, groups, missing)
     if found.rerun:

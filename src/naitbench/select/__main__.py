@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -40,16 +41,22 @@ def default_name(cfg: DictConfig, method: str, ratio: float, targets: list[str])
     return name
 
 
-def select(cfg: DictConfig) -> Path:
-    """Score the pool with the configured selector and write the subset files (and, for a
-    selector with `stability_draws`, its stability under in-domain resampling)."""
+def checked(cfg: DictConfig) -> tuple[float, str | None, Any]:
+    """The ratio, the catalogue method (or None: `selector`) and the selector, every config
+    value checked: run before anything is started, so a mistake costs nothing."""
     validate(rule_arms(cfg))
     ratio = check_ratio(cfg.ratio)
     method = cfg.select.get("method")
     if method is not None and method not in cfg.selectors:
         raise ConfigError(f"select.method={method!r} is not in the selectors catalogue "
                           f"{sorted(cfg.selectors)}")
-    selector = make_selector(cfg.selectors[method] if method else cfg.selector)
+    return ratio, method, make_selector(cfg.selectors[method] if method else cfg.selector)
+
+
+def select(cfg: DictConfig) -> Path:
+    """Score the pool with the configured selector and write the subset files (and, for a
+    selector with `stability_draws`, its stability under in-domain resampling)."""
+    ratio, method, selector = checked(cfg)
     ctx = make_context(cfg, selector.targeted)
     pool_file = ctx.records_file("pool")
     targets = list(ctx.targets)
@@ -85,6 +92,7 @@ def select(cfg: DictConfig) -> Path:
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
     with reported_errors():
+        checked(cfg)   # before the tracking run: a config mistake prints its message alone
         with start_run(cfg.tracking, stage="select", config=cfg,
                        group=cfg.select.get("name") or "select") as run:
             path = select(cfg)
