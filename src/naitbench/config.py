@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from naitbench.cli import reported_errors
-from naitbench.errors import UserError
+from naitbench.errors import ConfigError
 
 PACKAGE_REPO = Path(__file__).resolve().parents[2]
 
@@ -33,10 +33,6 @@ REPO_DIR = project_dir()
 CONF_DIR = REPO_DIR / "conf"
 PROFILES = ("smoke", "embedded", "embedded-all", "embedded-full", "embedded-base", "medium",
             "paper")
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration value that cannot work; the message says which key and why."""
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:

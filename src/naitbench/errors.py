@@ -11,3 +11,7 @@ from __future__ import annotations
 class UserError(Exception):
     """A mistake in what the user gave (config, data, model, names): the message says where
     and what would be accepted."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value that cannot work; the message says which key and why."""

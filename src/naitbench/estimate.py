@@ -37,11 +37,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from naitbench.cli import reported_errors
-from naitbench.config import REPO_DIR, ConfigError, selection_draws, subset_names, trained_pairs
+from naitbench.config import REPO_DIR, selection_draws, subset_names, trained_pairs
 from naitbench.data.pool import read_rows, subsample
 from naitbench.data.records import BadRecordLog
 from naitbench.data.template import CHAT, format_prompt
-from naitbench.errors import UserError
+from naitbench.errors import ConfigError, UserError
 from naitbench.evaluate.runner import generic_task
 from naitbench.machine import MACHINE_FILE, read_machine_file
 

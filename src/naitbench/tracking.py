@@ -52,7 +52,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from naitbench.config import ConfigError
+from naitbench.errors import ConfigError
 from naitbench.io import content_hash, file_hash
 
 MODES = ("offline", "online", "disabled")

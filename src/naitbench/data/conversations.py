@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from naitbench.config import ConfigError
 from naitbench.data.records import RECORD, BadRecordLog, DataError, FieldRule, OnBad, validate
 from naitbench.data.sources import load_source, source_name
+from naitbench.errors import ConfigError
 
 POLICIES = ("first", "every")
 

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from naitbench.config import ConfigError
 from naitbench.data.records import FieldRule
+from naitbench.errors import ConfigError
 
 
 @dataclass(frozen=True)

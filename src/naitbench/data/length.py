@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from naitbench.config import ConfigError
 from naitbench.data.encoding import encode, response_tokens
+from naitbench.errors import ConfigError
 
 POLICIES = ("drop", "truncate_prompt")
 #: a prompt this many tokens short of max_length always leaves room (BOS, boundary merge)

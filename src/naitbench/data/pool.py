@@ -12,7 +12,6 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from naitbench.config import ConfigError
 from naitbench.data.conversations import FORMATS, conversation_pairs
 from naitbench.data.fields import FieldMap
 from naitbench.data.length import apply_length_policy
@@ -20,6 +19,7 @@ from naitbench.data.normalise import normalise_text, record_id
 from naitbench.data.records import BadRecordLog, FieldRule, OnBad
 from naitbench.data.sources import load_source
 from naitbench.data.template import PromptFormat
+from naitbench.errors import ConfigError
 
 ALPACA_RULES = {
     "instruction": FieldRule(),

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from naitbench.config import ConfigError
-from naitbench.errors import UserError
+from naitbench.errors import ConfigError, UserError
 
 OnBad = Literal["error", "skip"]
 RECORD = "<record>"

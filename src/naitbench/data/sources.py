@@ -11,8 +11,8 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from naitbench.config import ConfigError
 from naitbench.data.records import BadRecordLog, DataError, FieldRule, OnBad, read_records, validate
+from naitbench.errors import ConfigError
 
 
 def load_source(spec: Mapping[str, Any], rules: dict[str, FieldRule], *, on_bad: OnBad,

@@ -13,13 +13,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from naitbench.config import ConfigError
 from naitbench.data.fields import FieldMap
 from naitbench.data.normalise import normalise_text, record_id, strip_calculator_annotations
 from naitbench.data.records import BadRecordLog, DataError, FieldRule, OnBad, read_records
 from naitbench.data.sources import load_hub, source_name
 from naitbench.data.template import PromptFormat
-from naitbench.errors import UserError
+from naitbench.errors import ConfigError, UserError
 from naitbench.evaluate.tasks.utils import extract_answer
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from naitbench.config import ConfigError
+from naitbench.errors import ConfigError
 
 ALPACA_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "

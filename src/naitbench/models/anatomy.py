@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from naitbench.config import ConfigError
+from naitbench.errors import ConfigError
 
 #: where the block list sits in the body (the first ModuleList of num_hidden_layers blocks)
 BLOCK_LISTS = ("layers", "h", "blocks", "decoder.layers")

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from naitbench.config import ConfigError
+from naitbench.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from naitbench.config import ConfigError
+from naitbench.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")

@@ -11,7 +11,8 @@ import hydra
 from omegaconf import DictConfig
 
 from naitbench.cli import reported_errors
-from naitbench.config import CONF_DIR, ConfigError
+from naitbench.config import CONF_DIR
+from naitbench.errors import ConfigError
 from naitbench.models.gguf import convert_gguf, packaged_gguf
 from naitbench.models.tiny import build_tiny
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from naitbench.config import ConfigError, check_layers
+from naitbench.config import check_layers
+from naitbench.errors import ConfigError
 from naitbench.features.capture import Spec
 from naitbench.nait.library import (
     CENTRES,

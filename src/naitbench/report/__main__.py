@@ -12,7 +12,8 @@ import hydra
 from omegaconf import DictConfig
 
 from naitbench.cli import reported_errors
-from naitbench.config import CONF_DIR, ConfigError, trained_pairs
+from naitbench.config import CONF_DIR, trained_pairs
+from naitbench.errors import ConfigError
 from naitbench.io import atomic_open, read_jsonl, write_json
 from naitbench.report.collect import collect, selection_costs
 from naitbench.report.compare import Row, comparison_rows

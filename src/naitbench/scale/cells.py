@@ -22,8 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from naitbench.config import ConfigError
-from naitbench.errors import UserError
+from naitbench.errors import ConfigError, UserError
 
 CELL_STAGES = ("train", "train_full", "evaluate", "evaluate_full", "evaluate_base")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from naitbench.config import ConfigError
+from naitbench.errors import ConfigError
 
 PLAN_FILE = "cells.json"
 RESULTS_DIR = "results"

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from naitbench.config import ConfigError
+from naitbench.errors import ConfigError
 from naitbench.scale.cells import Plan, UpstreamStale, commit, plan, reproduce_upstream
 from naitbench.scale.job import PLAN_FILE, result_path
 

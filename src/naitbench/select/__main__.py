@@ -14,7 +14,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from naitbench.cli import reported_errors
-from naitbench.config import CONF_DIR, ConfigError, check_ratio, rule_arms, validate
+from naitbench.config import CONF_DIR, check_ratio, rule_arms, validate
+from naitbench.errors import ConfigError
 from naitbench.io import content_hash, file_hash
 from naitbench.models.precision import COMPUTE
 from naitbench.select.build import make_context, make_selector

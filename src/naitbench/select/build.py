@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from naitbench.config import ConfigError
+from naitbench.errors import ConfigError
 from naitbench.io import read_jsonl
 from naitbench.select.protocol import SelectionContext, Selector
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from naitbench.config import ConfigError
+from naitbench.errors import ConfigError
 from naitbench.features import FeatureStore, ensure_features
 from naitbench.features.capture import Spec, parse_specs
 from naitbench.models.precision import COMPUTE, autocast, compute_record, resolve_autocast

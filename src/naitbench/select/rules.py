@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from naitbench.config import ConfigError
+from naitbench.errors import ConfigError
 from naitbench.select.aggregate import rank_scores
 
 

@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from naitbench.config import ConfigError
-from naitbench.errors import UserError
+from naitbench.errors import ConfigError, UserError
 from naitbench.io import content_hash, write_json
 from naitbench.models.precision import COMPUTE, compute_record, resolve_autocast
 from naitbench.train.accelerator import fresh_accelerator
