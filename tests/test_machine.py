@@ -53,22 +53,27 @@ def test_each_probe_takes_its_stage_precision_and_batch():
 
 
 def test_two_cells_are_chosen_only_where_they_measured_faster(params):
-    record = cells_at_once(params, cores=2)
+    record = cells_at_once(params, cores=2, repeats=2)
     for kind in ("train", "score"):
-        measured = record[kind]
-        assert measured["alone_tok_s"] > 0 and len(measured["together_tok_s"]) == 2
+        measured, readings = record[kind], record[kind]["readings"]
+        assert len(readings["alone"]) == 2 and len(readings["together"]) == 2
+        assert measured["alone_tok_s"] == pytest.approx(sum(readings["alone"]) / 2, abs=0.1)
+        assert measured["together_tok_s"] == pytest.approx(
+            [sum(r[i] for r in readings["together"]) / 2 for i in range(2)], abs=0.1)
         assert measured["gain"] == pytest.approx(
             sum(measured["together_tok_s"]) / measured["alone_tok_s"],
             rel=1e-2)   # from the rates before rounding
     assert record["cells"] == (2 if record["train"]["gain"] >= MIN_GAIN else 1)
-    one_core = cells_at_once(params, cores=1)
+    one_core = cells_at_once(params, cores=1, repeats=1)
     assert one_core["cells"] == 1
     assert one_core["train"]["gain"] is None and one_core["score"]["gain"] is None
+    with pytest.raises(ValueError, match="repeats=0"):
+        cells_at_once(params, repeats=0)
 
 
 def test_the_measurement_is_written_for_this_host_only(params, tmp_path, capsys):
     out = tmp_path / "machine.json"
-    assert main(["cells", "--params", str(params), "--out", str(out)]) == 0
+    assert main(["cells", "--params", str(params), "--out", str(out), "--repeats", "1"]) == 0
     printed = capsys.readouterr()
     record = read_machine_file(out)
     assert record is not None and printed.out.strip() == str(record["cells"])

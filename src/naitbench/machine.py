@@ -9,7 +9,9 @@
   `eval.batch_size`, in the precision scoring uses on the CPU (eval.dtype), as lm-eval's
   log-likelihood requests run them.
 - `cells_at_once`: each probe alone with every core, then as two processes at once with
-  half the cores each; two cells at once are chosen only where together they trained more
+  half the cores each, twice (alone, together, together, alone: one reading of a short
+  probe on a shared VM moved by up to 25% between runs minutes apart, BENCHMARKS.md); two
+  cells at once are chosen only where together they trained more
   tokens per second than one alone (`make repro`'s CELLS=auto). Scoring's gain is measured
   too, for the estimate: an evaluate cell is short and single-threaded at start-up, so its
   gain differs from training's and from one machine to the next. What was measured is
@@ -157,23 +159,40 @@ def _probe_in_subprocesses(params: Path, kind: str, threads: int, count: int) ->
     return rates
 
 
-def _alone_and_together(params: Path, kind: str, cores: int) -> dict[str, Any]:
-    """One probe of `kind` with every core, then (two or more cores) two with half each."""
-    alone = _probe_in_subprocesses(params, kind, cores, 1)[0]
-    if cores < 2:
-        return {"alone_tok_s": round(alone, 1), "gain": None}
-    together = _probe_in_subprocesses(params, kind, cores // 2, 2)
-    return {"alone_tok_s": round(alone, 1), "together_tok_s": [round(r, 1) for r in together],
-            "gain": round(sum(together) / alone, 3)}
+def _alone_and_together(params: Path, kind: str, cores: int, repeats: int) -> dict[str, Any]:
+    """A probe of `kind` with every core and (two or more cores) two with half each,
+    `repeats` times in the order alone, together, together, alone, ... so that a drift of
+    the machine's speed during the measurement falls on both sides; the means and each
+    reading."""
+    alone, together = [], []
+    for repeat in range(repeats):
+        for count in ((1, 2) if repeat % 2 == 0 else (2, 1)):
+            if count == 1:
+                alone.append(_probe_in_subprocesses(params, kind, cores, 1)[0])
+            elif cores >= 2:
+                together.append(_probe_in_subprocesses(params, kind, cores // 2, 2))
+    mean = sum(alone) / len(alone)
+    record: dict[str, Any] = {"alone_tok_s": round(mean, 1),
+                              "readings": {"alone": [round(r, 1) for r in alone]}}
+    if not together:
+        return {**record, "gain": None}
+    each = [sum(r[i] for r in together) / len(together) for i in range(2)]
+    record["readings"]["together"] = [[round(x, 1) for x in r] for r in together]
+    return {**record, "together_tok_s": [round(r, 1) for r in each],
+            "gain": round(sum(each) / mean, 3)}
 
 
-def cells_at_once(params: Path, cores: int | None = None) -> dict[str, Any]:
-    """Training's and scoring's probes alone and two at once; the count chosen (2 only where
-    two training cells together beat one alone by MIN_GAIN) and what was measured."""
+def cells_at_once(params: Path, cores: int | None = None, repeats: int = 2) -> dict[str, Any]:
+    """Training's and scoring's probes alone and two at once (`repeats` of each); the count
+    chosen (2 only where two training cells together beat one alone by MIN_GAIN) and what
+    was measured."""
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats}: at least one measurement")
     cores = cores or os.cpu_count() or 1
-    measured = {kind: _alone_and_together(params, kind, cores) for kind in PROBES}
+    measured = {kind: _alone_and_together(params, kind, cores, repeats) for kind in PROBES}
     gain = measured["train"]["gain"]
-    return {"cores": cores, **measured, "cells": 2 if gain and gain >= MIN_GAIN else 1}
+    return {"cores": cores, "repeats": repeats, **measured,
+            "cells": 2 if gain and gain >= MIN_GAIN else 1}
 
 
 def read_machine_file(path: Path = MACHINE_FILE) -> dict[str, Any] | None:
@@ -202,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument("--threads", type=int, default=None, help="probe: torch threads")
         parser.add_argument("--out", type=Path, default=MACHINE_FILE,
                             help="cells: where the measurement is written for the estimate")
+        parser.add_argument("--repeats", type=int, default=2,
+                            help="cells: measurements of each probe alone and two at once")
         args = parser.parse_args(argv)
         cfg = OmegaConf.load(args.params)
         if args.what == "probe":
@@ -212,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate = PROBES[args.kind](**probe_settings(cfg, args.kind))
             print(json.dumps({"tok_s": rate}), flush=True)
             return 0
-        record = {**cells_at_once(args.params), "host": os.uname().nodename,
+        record = {**cells_at_once(args.params, repeats=args.repeats),
+                  "host": os.uname().nodename,
                   "precision": str(cfg.train.precision)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.out, record)

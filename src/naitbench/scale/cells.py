@@ -15,6 +15,7 @@ finished train cell whose adapter is gone is trained again (said in the plan).
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -122,7 +123,8 @@ def plan(root: str | Path, groups: Sequence[str] = CELL_STAGES,
     import networkx as nx
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    # DVC resolves the stages' paths against the working directory, not the repository's
+    with contextlib.chdir(root), Repo(str(root)) as repo:
         graph = repo.index.graph   # edges point from a stage to the stages it depends on
         order = list(reversed(list(nx.topological_sort(graph))))
         if allow_missing:
