@@ -167,6 +167,10 @@ def _alone_and_together(params: Path, kind: str, cores: int, repeats: int) -> di
     alone, together = [], []
     for repeat in range(repeats):
         for count in ((1, 2) if repeat % 2 == 0 else (2, 1)):
+            if count == 1 or cores >= 2:
+                print(f"{kind} probe {repeat + 1}/{repeats}: "
+                      f"{'one alone' if count == 1 else 'two at once'}", file=sys.stderr,
+                      flush=True)
             if count == 1:
                 alone.append(_probe_in_subprocesses(params, kind, cores, 1)[0])
             elif cores >= 2:
