@@ -31,7 +31,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,15 @@ def probe_model(shape: Mapping[str, int], lora: Mapping[str, Any]) -> Any:
         target_modules=list(lora["target_modules"]), bias="none", task_type="CAUSAL_LM"))
 
 
+def _tokens_per_second(step: Callable[[], None], steps: int, tokens: int) -> float:
+    """`tokens` per call of `step`, timed over `steps` calls after one untimed one."""
+    step()
+    began = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * tokens / (time.perf_counter() - began)
+
+
 def train_probe(shape: Mapping[str, int], lora: Mapping[str, Any], precision: str,
                 batch: int, length: int, steps: int = 3) -> float:
     """Training tokens per second of `steps` timed micro-batches of `batch` x `length` tokens
@@ -90,11 +99,7 @@ def train_probe(shape: Mapping[str, int], lora: Mapping[str, Any], precision: st
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step()
-    began = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch * length / (time.perf_counter() - began)
+    return _tokens_per_second(step, steps, batch * length)
 
 
 def score_probe(shape: Mapping[str, int], lora: Mapping[str, Any], precision: str,
@@ -114,11 +119,7 @@ def score_probe(shape: Mapping[str, int], lora: Mapping[str, Any], precision: st
         with torch.inference_mode(), autocast(precision, "cpu"):
             torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
 
-    step()
-    began = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch * length / (time.perf_counter() - began)
+    return _tokens_per_second(step, steps, batch * length)
 
 
 #: the probes `cells_at_once` runs, by the stage group they time
@@ -165,15 +166,14 @@ def _alone_and_together(params: Path, kind: str, cores: int, repeats: int) -> di
     the machine's speed during the measurement falls on both sides; the means and each
     reading."""
     alone, together = [], []
+    counts = (1, 2) if cores >= 2 else (1,)
     for repeat in range(repeats):
-        for count in ((1, 2) if repeat % 2 == 0 else (2, 1)):
-            if count == 1 or cores >= 2:
-                print(f"{kind} probe {repeat + 1}/{repeats}: "
-                      f"{'one alone' if count == 1 else 'two at once'}", file=sys.stderr,
-                      flush=True)
+        for count in counts if repeat % 2 == 0 else reversed(counts):
+            print(f"{kind} probe {repeat + 1}/{repeats}: "
+                  f"{'one alone' if count == 1 else 'two at once'}", file=sys.stderr, flush=True)
             if count == 1:
                 alone.append(_probe_in_subprocesses(params, kind, cores, 1)[0])
-            elif cores >= 2:
+            else:
                 together.append(_probe_in_subprocesses(params, kind, cores // 2, 2))
     mean = sum(alone) / len(alone)
     record: dict[str, Any] = {"alone_tok_s": round(mean, 1),
